@@ -1,0 +1,281 @@
+//! One function per subcommand, each returning the process exit code. The
+//! steps that talk to the server run under `Signals::wait_during`, so a stop
+//! signal aborts them at once.
+
+use std::io::Write;
+
+use argh::FromArgs;
+
+use crate::api::{Client, ListQuery};
+use crate::cli::{self, Subcommand, TopLevel};
+use crate::config::{self, Credentials, Environment, FetchOptions, RunMode, Secret};
+use crate::error::{Error, Kind, Result};
+use crate::secrets::{merge_listing, SecretSet};
+use crate::signals::Signals;
+use crate::{env, log, supervise};
+use crate::{debug, info, warn};
+
+/// Parses the arguments and runs the chosen subcommand.
+pub fn dispatch(arguments: &[String], signals: &Signals) -> u8 {
+    let normalized = cli::normalize_args(arguments.get(1..).unwrap_or_default());
+    let words: Vec<&str> = normalized.iter().map(String::as_str).collect();
+    let top = match TopLevel::from_args(&["infisical-init"], &words) {
+        Ok(top) => top,
+        Err(early) => return print_early_exit(early),
+    };
+    if top.version {
+        println!("infisical-init {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let Some(command) = top.command else {
+        eprintln!("infisical-init: missing subcommand: use infisical-init run -- COMMAND, or --help");
+        return 64;
+    };
+    let environment = Environment::from_process();
+    let result = match command {
+        Subcommand::Run(args) => run(&args, environment, signals),
+        Subcommand::Login(args) => login(&args, environment, signals),
+        Subcommand::Revoke(args) => revoke(&args, environment, signals),
+        Subcommand::Get(args) => crate::output::get(&args, environment, signals),
+        Subcommand::Export(args) => crate::output::export(&args, environment, signals),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            if !matches!(error.kind, Kind::Aborted(_)) {
+                crate::error!("{error}");
+            }
+            error.exit_code()
+        }
+    }
+}
+
+/// Prints argh's help (exit 0) or parse error (exit 64).
+fn print_early_exit(early: argh::EarlyExit) -> u8 {
+    if early.status.is_ok() {
+        print!("{}", early.output);
+        let _ = std::io::stdout().flush();
+        0
+    } else {
+        eprintln!("infisical-init: {}", early.output.trim_end());
+        eprintln!("infisical-init: run infisical-init --help for usage");
+        64
+    }
+}
+
+/// Runs `work` on a worker thread, aborting with 128 + N when a stop signal
+/// arrives first.
+pub fn abortable<T: Send + 'static>(signals: &Signals, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    match signals.wait_during(work) {
+        Ok(result) => result,
+        Err(signal) => Err(Error::new(Kind::Aborted(signal), String::new())),
+    }
+}
+
+/// Logs in, or returns the ready token.
+pub fn access_token(client: &Client, credentials: &Credentials) -> Result<Secret> {
+    match credentials {
+        Credentials::Token { token, source, .. } => {
+            debug!("using the access token from {source}");
+            Ok(token.clone())
+        }
+        Credentials::UniversalAuth { client_id, client_secret } => {
+            debug!("logging in to {} with client ID {client_id}", client.api_url());
+            client.login_universal_auth(client_id, client_secret)
+        }
+    }
+}
+
+/// Fetches every requested folder and merges them in order. When nothing
+/// comes back, checks whether the environment slug exists, because the
+/// server answers an unknown slug with an empty list.
+pub fn fetch_secrets(client: &Client, token: &Secret, fetch: &FetchOptions) -> Result<SecretSet> {
+    let mut set = SecretSet::default();
+    for path in &fetch.paths {
+        let query = ListQuery {
+            project_id: &fetch.project_id,
+            environment: &fetch.environment,
+            path,
+            recursive: fetch.recursive,
+            include_imports: fetch.include_imports,
+            expand_references: fetch.expand_references,
+            tags: &fetch.tags,
+        };
+        let listing = client.list_secrets(token, &query)?;
+        merge_listing(&mut set, listing);
+    }
+    if set.is_empty() {
+        check_environment(client, token, fetch)?;
+    }
+    Ok(set)
+}
+
+fn check_environment(client: &Client, token: &Secret, fetch: &FetchOptions) -> Result<()> {
+    let slugs = match client.environment_slugs(token, &fetch.project_id) {
+        Ok(slugs) => slugs,
+        Err(error) => {
+            debug!("could not list the project's environments: {error}");
+            return Ok(());
+        }
+    };
+    if !slugs.is_empty() && !slugs.contains(&fetch.environment) {
+        return Err(Error::config(format!(
+            "environment '{}' not found in project {}; valid environments: {}; set --env or INFISICAL_ENVIRONMENT",
+            fetch.environment,
+            fetch.project_id,
+            slugs.join(", ")
+        )));
+    }
+    warn!(
+        "no secrets found in environment {} at {}; starting anyway",
+        fetch.environment,
+        fetch.paths.join(", ")
+    );
+    Ok(())
+}
+
+/// Creates the client, gets a token and fetches the secrets, all abortable.
+pub fn fetch_abortable(
+    signals: &Signals,
+    api_url: String,
+    credentials: Credentials,
+    fetch: FetchOptions,
+) -> Result<SecretSet> {
+    abortable(signals, move || {
+        let client = Client::new(&api_url)?;
+        let token = access_token(&client, &credentials)?;
+        fetch_secrets(&client, &token, &fetch)
+    })
+}
+
+fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Result<u8> {
+    let config = config::run_config(args, &environment)?;
+    log::set_max_level(config.connection.log_level);
+    if config.mode == RunMode::Build {
+        warn_build_argument(&config.credentials);
+    }
+    let fetch = config.fetch.clone();
+    let secrets = fetch_abortable(signals, config.connection.api_url.clone(), config.credentials, config.fetch)?;
+    let count = secrets.len();
+    let child_environment = env::child_environment(&environment.variables, secrets.entries())?;
+    for key in &child_environment.dropped {
+        warn!("secret {key} not injected: the name is reserved for the system");
+    }
+    let arg_max = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
+        .ok()
+        .flatten()
+        .and_then(|limit| usize::try_from(limit).ok())
+        .unwrap_or(2 * 1024 * 1024);
+    env::check_total_size(&config.command, &child_environment.variables, arg_max)?;
+    info!(
+        "injected {} secrets from project {}, environment {}, path {}",
+        count - child_environment.dropped.len(),
+        fetch.project_id,
+        fetch.environment,
+        fetch.paths.join(", ")
+    );
+    start_command(&config.command, &child_environment.variables, config.mode, signals)
+}
+
+/// Starts the command in the chosen mode and, unless it replaced this
+/// process, supervises it to the end.
+fn start_command(
+    argv: &[String],
+    variables: &[(std::ffi::OsString, std::ffi::OsString)],
+    mode: RunMode,
+    signals: &Signals,
+) -> Result<u8> {
+    if mode == RunMode::Exec {
+        return Err(supervise::exec(argv, variables, signals.inherited));
+    }
+    if mode == RunMode::Supervise {
+        supervise::become_subreaper();
+    }
+    let child = supervise::spawn(argv, variables, signals.inherited, mode)?;
+    if mode == RunMode::Supervise {
+        supervise::leave_working_directory();
+    }
+    Ok(supervise::supervise(child, signals))
+}
+
+/// Warns that a token passed as a build argument is recorded in the image
+/// history.
+fn warn_build_argument(credentials: &Credentials) {
+    if let Credentials::Token { source, from_environment: true, .. } = credentials {
+        warn!(
+            "the access token comes from {source}; if it is a build argument, `docker history` records it \
+             in the image: mount it as a secret instead (RUN --mount=type=secret,id=infisical_token)"
+        );
+    }
+}
+
+fn login(args: &cli::LoginArgs, environment: Environment, signals: &Signals) -> Result<u8> {
+    let connection = config::connection(args.domain.as_deref(), args.log_level.as_deref(), args.silent, &environment)?;
+    log::set_max_level(connection.log_level);
+    let credentials = config::client_credentials(&environment)?.ok_or_else(|| {
+        Error::config(
+            "no client credentials: set INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and \
+             INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET (or their _FILE variables)",
+        )
+    })?;
+    let api_url = connection.api_url;
+    let token = abortable(signals, move || {
+        let client = Client::new(&api_url)?;
+        access_token(&client, &credentials)
+    })?;
+    write_stdout(format!("{}\n", token.expose()).as_bytes())?;
+    Ok(0)
+}
+
+fn revoke(args: &cli::RevokeArgs, environment: Environment, signals: &Signals) -> Result<u8> {
+    let connection = config::connection(args.domain.as_deref(), args.log_level.as_deref(), args.silent, &environment)?;
+    log::set_max_level(connection.log_level);
+    let token = match config::token(&environment, false)? {
+        Some(Credentials::Token { token, .. }) => token,
+        _ => read_token_from_stdin()?,
+    };
+    let api_url = connection.api_url;
+    abortable(signals, move || {
+        let client = Client::new(&api_url)?;
+        client.revoke(&token)
+    })?;
+    info!("revoked the access token");
+    Ok(0)
+}
+
+fn read_token_from_stdin() -> Result<Secret> {
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .take_line(&mut text)
+        .map_err(|error| Error::config(format!("failed to read the token from standard input: {error}")))?;
+    let token = text.trim().to_string();
+    if token.is_empty() {
+        return Err(Error::config(
+            "no token to revoke: set INFISICAL_TOKEN or INFISICAL_TOKEN_FILE, or pipe the token to standard input",
+        ));
+    }
+    Ok(Secret::new(token))
+}
+
+/// Reads one line without keeping more than 64 KiB of it.
+trait TakeLine {
+    fn take_line(&mut self, text: &mut String) -> std::io::Result<usize>;
+}
+
+impl<R: std::io::BufRead> TakeLine for R {
+    fn take_line(&mut self, text: &mut String) -> std::io::Result<usize> {
+        use std::io::{BufRead, Read};
+        self.take(64 * 1024).read_line(text)
+    }
+}
+
+/// Writes to standard output and flushes, because this binary has no Rust
+/// runtime start-up to flush it at exit.
+pub fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(bytes)
+        .and_then(|()| stdout.flush())
+        .map_err(|error| Error::new(Kind::CannotWrite, format!("failed to write to standard output: {error}")))
+}
