@@ -6,13 +6,13 @@ use std::cell::Cell;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::{Client as HttpClient, RequestBuilder};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
-use crate::config::Secret;
+use crate::config::{Connection, Secret};
 use crate::error::{Error, Kind, Result};
 use crate::{debug, info};
 
@@ -140,10 +140,13 @@ pub struct ListQuery<'a> {
     pub tags: &'a [String],
 }
 
-/// A response read in full: status and body.
+/// A response read in full.
 struct Reply {
     status: u16,
+    headers: reqwest::header::HeaderMap,
     body: Vec<u8>,
+    /// How many tries it took.
+    attempts: u32,
 }
 
 pub struct Client {
@@ -152,20 +155,45 @@ pub struct Client {
     /// Set once the server has shown it has no v4 routes, so every later
     /// listing goes straight to v3.
     v3_only: Cell<bool>,
+    /// When retries stop; `None` retries forever.
+    deadline: Option<Instant>,
+    started: Instant,
+    random: Cell<u64>,
 }
 
 impl Client {
-    pub fn new(api_url: &str) -> Result<Client> {
+    pub fn new(connection: &Connection) -> Result<Client> {
+        let api_url = connection.api_url.as_str();
         let https = api_url.starts_with("https://") || proxy_variables_set();
-        let tls = tls_config(https)?;
+        let tls = tls_config(https, connection.ca_cert.as_deref())?;
         let http = HttpClient::builder()
             .tls_backend_preconfigured(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
+            .default_headers(header_map(&connection.custom_headers)?)
             .user_agent(concat!("infisical-init/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|error| Error::config(format!("failed to create the HTTP client: {}", chain(&error))))?;
-        Ok(Client { http, api_url: api_url.to_string(), v3_only: Cell::new(false) })
+        let started = Instant::now();
+        Ok(Client {
+            http,
+            api_url: api_url.to_string(),
+            v3_only: Cell::new(false),
+            deadline: connection.timeout.map(|timeout| started + timeout),
+            started,
+            random: Cell::new(seed()),
+        })
+    }
+
+    /// Sleeps a random time of up to `splay`, so that a fleet restarted at
+    /// once does not log in all at the same moment.
+    pub fn splay(&self, splay: Duration) {
+        if splay.is_zero() {
+            return;
+        }
+        let wait = splay.mul_f64(self.next_fraction());
+        info!("waiting {:.1} s (--splay) before the first request", wait.as_secs_f64());
+        std::thread::sleep(wait);
     }
 
     pub fn api_url(&self) -> &str {
@@ -248,42 +276,196 @@ impl Client {
 
     fn send(&self, request: RequestBuilder, method: &str, url: &str, operation: Operation) -> Result<Reply> {
         let reply = self.send_unchecked(request, method, url, operation)?;
-        check_status(&reply, method, url, operation)?;
+        check_status(&reply, method, url, operation).map_err(|error| self.note_attempts(error, reply.attempts))?;
         Ok(reply)
     }
 
     /// Sends a request and reads the whole body, up to `MAX_BODY_BYTES`.
+    /// Connection failures, timeouts, 429, 502, 503 and 504 are retried with
+    /// exponential backoff and full jitter until the deadline; a 429 waits
+    /// as long as the server asks. Other statuses are returned as they are.
     fn send_unchecked(&self, request: RequestBuilder, method: &str, url: &str, operation: Operation) -> Result<Reply> {
-        debug!("{method} {url}");
-        let response = request.send().map_err(|error| transport_error(&error, method, url, operation))?;
+        let mut attempt: u32 = 0;
+        loop {
+            attempt += 1;
+            let Some(this_try) = request.try_clone() else {
+                unreachable!("requests with JSON or empty bodies can be cloned");
+            };
+            let this_try = match self.request_timeout() {
+                Some(timeout) => this_try.timeout(timeout),
+                None => this_try,
+            };
+            debug!("{method} {url} (attempt {attempt})");
+            let failure = match self.try_once(this_try, method, url, operation) {
+                Ok(mut reply) => {
+                    let Some(wait) = self.retry_wait(&reply, attempt) else {
+                        reply.attempts = attempt;
+                        return Ok(reply);
+                    };
+                    let reason = format!("returned {}", reply.status);
+                    if !self.wait_before_retry(wait, method, url, &reason, attempt) {
+                        reply.attempts = attempt;
+                        return Ok(reply);
+                    }
+                    continue;
+                }
+                Err((error, retryable)) => {
+                    if !retryable {
+                        return Err(self.note_attempts(error, attempt));
+                    }
+                    error
+                }
+            };
+            let wait = self.backoff(attempt);
+            if !self.wait_before_retry(wait, method, url, &failure.message, attempt) {
+                return Err(self.note_attempts(failure, attempt));
+            }
+        }
+    }
+
+    /// Sends once; a failure comes with whether it is worth retrying.
+    fn try_once(&self, request: RequestBuilder, method: &str, url: &str, operation: Operation) -> std::result::Result<Reply, (Error, bool)> {
+        let response = request.send().map_err(|error| {
+            let retryable = error.is_connect() || error.is_timeout() || error.is_request() && tls_problem(&error).is_none();
+            (transport_error(&error, method, url, operation), retryable)
+        })?;
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let mut body = Vec::with_capacity(response.content_length().unwrap_or(0).min(MAX_BODY_BYTES) as usize);
-        response
-            .take(MAX_BODY_BYTES + 1)
-            .read_to_end(&mut body)
-            .map_err(|error| {
-                let detail = match error.get_ref() {
-                    Some(inner) => chain(inner),
-                    None => error.to_string(),
-                };
-                Error::new(
-                    Kind::Unavailable,
-                    format!("{}: {method} {url}: reading the response failed: {detail}", operation.describe()),
-                )
-            })?;
+        if let Err(error) = response.take(MAX_BODY_BYTES + 1).read_to_end(&mut body) {
+            let detail = match error.get_ref() {
+                Some(inner) => chain(inner),
+                None => error.to_string(),
+            };
+            let message = format!("{}: {method} {url}: reading the response failed: {detail}", operation.describe());
+            return Err((Error::new(Kind::Unavailable, message), true));
+        }
         if body.len() as u64 > MAX_BODY_BYTES {
-            return Err(Error::new(
-                Kind::BadResponse,
-                format!(
-                    "{}: {method} {url}: the response is larger than {} MiB; check that the domain points at an Infisical server",
-                    operation.describe(),
-                    MAX_BODY_BYTES / 1024 / 1024
-                ),
-            ));
+            let message = format!(
+                "{}: {method} {url}: the response is larger than {} MiB; check that the domain points at an Infisical server",
+                operation.describe(),
+                MAX_BODY_BYTES / 1024 / 1024
+            );
+            return Err((Error::new(Kind::BadResponse, message), false));
         }
         debug!("{method} {url}: {status}, {} bytes", body.len());
-        Ok(Reply { status, body })
+        Ok(Reply { status, headers, body, attempts: 1 })
     }
+
+    /// Returns how long to wait before retrying this reply, or `None` when
+    /// it is final.
+    fn retry_wait(&self, reply: &Reply, attempt: u32) -> Option<Duration> {
+        match reply.status {
+            429 => {
+                let told = rate_limit_wait(reply).unwrap_or_else(|| self.backoff(attempt));
+                // Spread the retries of clients told the same time over a
+                // fifth of it, so they do not all return at once.
+                let spread = told.mul_f64(0.2).max(Duration::from_millis(500));
+                Some(told + spread.mul_f64(self.next_fraction()))
+            }
+            502..=504 => Some(self.backoff(attempt)),
+            _ => None,
+        }
+    }
+
+    /// Full-jitter exponential backoff: a random wait between 0 and
+    /// 250 ms × 2^(attempt - 1), capped at 10 s.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let ceiling = Duration::from_millis(250).saturating_mul(1 << attempt.saturating_sub(1).min(10));
+        ceiling.min(Duration::from_secs(10)).mul_f64(self.next_fraction())
+    }
+
+    /// Logs and sleeps before a retry; returns false when the wait would
+    /// pass the deadline, so the caller gives up.
+    fn wait_before_retry(&self, wait: Duration, method: &str, url: &str, reason: &str, attempt: u32) -> bool {
+        if let Some(deadline) = self.deadline {
+            if Instant::now() + wait > deadline {
+                return false;
+            }
+        }
+        info!(
+            "{method} {url} failed ({}); retrying in {:.1} s (attempt {} next)",
+            short_reason(reason),
+            wait.as_secs_f64(),
+            attempt + 1
+        );
+        std::thread::sleep(wait);
+        true
+    }
+
+    /// The per-request timeout: the usual limit, or less when the deadline
+    /// is nearer.
+    fn request_timeout(&self) -> Option<Duration> {
+        let deadline = self.deadline?;
+        let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+        Some(left.min(REQUEST_TIMEOUT))
+    }
+
+    fn note_attempts(&self, mut error: Error, attempts: u32) -> Error {
+        if attempts > 1 {
+            error.message = format!(
+                "{} (gave up after {attempts} attempts in {:.1} s; raise --timeout or INFISICAL_TIMEOUT to wait longer)",
+                error.message,
+                self.started.elapsed().as_secs_f64()
+            );
+        }
+        error
+    }
+
+    /// Returns a pseudo-random number in [0, 1) from a xorshift generator.
+    /// Jitter needs spread, not unpredictability.
+    fn next_fraction(&self) -> f64 {
+        let mut x = self.random.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.random.set(x);
+        (x >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Seeds the jitter generator from the clock and the pid, so processes
+/// started in the same instant still differ.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos ^ (u64::from(std::process::id()) << 32)) | 1
+}
+
+/// Keeps the part of an error message after the URL, for retry logs.
+fn short_reason(reason: &str) -> &str {
+    let without_hint = reason.split("; ").next().unwrap_or(reason);
+    without_hint.rsplit(": ").next().unwrap_or(without_hint)
+}
+
+/// Reads how long a 429 asks the client to wait: `Retry-After`, else
+/// `x-ratelimit-reset`, else the seconds in "try again in N seconds".
+fn rate_limit_wait(reply: &Reply) -> Option<Duration> {
+    let header_seconds = |name: &str| {
+        reply
+            .headers
+            .get(name)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.trim().parse::<f64>().ok())
+            .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+    };
+    if let Some(seconds) = header_seconds("retry-after") {
+        return Some(Duration::from_secs_f64(seconds.min(3600.0)));
+    }
+    if let Some(reset) = header_seconds("x-ratelimit-reset") {
+        // Some servers send an epoch time instead of a number of seconds.
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).ok()?.as_secs_f64();
+        let seconds = if reset > 1e9 { reset - now } else { reset };
+        return Some(Duration::from_secs_f64(seconds.clamp(0.0, 3600.0)));
+    }
+    let body: ErrorBody = serde_json::from_slice(&reply.body).ok()?;
+    let message = server_message(&body);
+    let after = &message[message.find("try again in ")? + "try again in ".len()..];
+    let number: String = after.chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+    let seconds = number.parse::<f64>().ok()?;
+    Some(Duration::from_secs_f64(seconds.clamp(0.0, 3600.0)))
 }
 
 fn authorized(request: RequestBuilder, token: &Secret) -> RequestBuilder {
@@ -386,14 +568,17 @@ fn check_status(reply: &Reply, method: &str, url: &str, operation: Operation) ->
         .map(|id| format!(" (reqId {id})"))
         .unwrap_or_default();
     let (kind, hint) = classify(operation, reply.status, error_name);
-    Err(Error::new(
+    let mut error = Error::new(
         kind,
         format!(
             "{}: {method} {url} returned {}{request_id}: {detail}; {hint}",
             operation.describe(),
             reply.status
         ),
-    ))
+    );
+    error.token_rejected =
+        operation != Operation::Login && (reply.status == 401 || (reply.status == 403 && error_name == "TokenError"));
+    Err(error)
 }
 
 /// Joins the server's message and, when it adds something, its `error`
@@ -421,6 +606,7 @@ fn server_message(body: &ErrorBody) -> String {
         Some(other) => other.to_string(),
         None => String::new(),
     };
+    let message = message.trim_end_matches('.').to_string();
     match body.error.as_ref().and_then(|error| error.as_str()) {
         Some(error) if error.contains(' ') && !message.contains(error) => format!("{message}: {error}"),
         _ => message,
@@ -460,6 +646,12 @@ fn classify(operation: Operation, status: u16, error_name: &str) -> (Kind, &'sta
 }
 
 fn transport_error(error: &reqwest::Error, method: &str, url: &str, operation: Operation) -> Error {
+    if let Some(problem) = tls_problem(error) {
+        return Error::new(
+            Kind::Unavailable,
+            format!("{}: {method} {url}: {problem}", operation.describe()),
+        );
+    }
     let what = if error.is_timeout() {
         "timed out"
     } else if error.is_connect() {
@@ -475,6 +667,42 @@ fn transport_error(error: &reqwest::Error, method: &str, url: &str, operation: O
             chain(error)
         ),
     )
+}
+
+/// Explains a certificate failure found anywhere in the error's sources,
+/// with the fix for each kind.
+fn tls_problem(error: &reqwest::Error) -> Option<String> {
+    use rustls::CertificateError;
+
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(error) = current {
+        let tls = error.downcast_ref::<rustls::Error>().or_else(|| {
+            error
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if let Some(rustls::Error::InvalidCertificate(problem)) = tls {
+            let fix = "pass the CA certificate that signed it with --ca-cert or INFISICAL_CA_CERT_FILE";
+            return Some(match problem {
+                CertificateError::UnknownIssuer => format!(
+                    "the server's TLS certificate is not trusted (unknown issuer): if the server uses a private CA, {fix}"
+                ),
+                CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                    "the server's TLS certificate has expired: renew it on the server".to_string()
+                }
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                    "the server's TLS certificate does not match its host name: use the host name the certificate was issued for in --domain".to_string()
+                }
+                other => format!("the server's TLS certificate was rejected ({other:?}); if the server uses a private CA, {fix}"),
+            });
+        }
+        if let Some(other) = tls {
+            return Some(format!("the TLS handshake failed: {other}"));
+        }
+        current = error.source();
+    }
+    None
 }
 
 /// Formats an error with its sources, skipping repeats.
@@ -499,13 +727,16 @@ fn proxy_variables_set() -> bool {
 
 /// Builds the rustls configuration on the ring provider. Root certificates
 /// are loaded only when HTTPS can be used, because parsing them costs more
-/// than a plain-HTTP start-up.
-fn tls_config(https: bool) -> Result<rustls::ClientConfig> {
+/// than a plain-HTTP start-up. A `--ca-cert` bundle is added to the roots.
+fn tls_config(https: bool, ca_cert: Option<&Path>) -> Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     if https {
         roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
         let added = add_system_roots(&mut roots);
         debug!("trusting {} embedded and {added} system root certificates", webpki_roots::TLS_SERVER_ROOTS.len());
+    }
+    if let Some(path) = ca_cert {
+        add_ca_cert(&mut roots, path)?;
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -514,6 +745,48 @@ fn tls_config(https: bool) -> Result<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     Ok(config)
+}
+
+/// Adds the certificates of a `--ca-cert` PEM bundle; a bundle that cannot
+/// be read or holds no certificate is a configuration error.
+fn add_ca_cert(roots: &mut rustls::RootCertStore, path: &Path) -> Result<()> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::CertificateDer;
+
+    let invalid = |problem: String| {
+        Error::config(format!(
+            "invalid CA certificate file {} (--ca-cert or INFISICAL_CA_CERT_FILE): {problem}",
+            path.display()
+        ))
+    };
+    let bytes = std::fs::read(path).map_err(|error| invalid(error.to_string()))?;
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|error| invalid(format!("{error:?}")))?;
+    let (added, ignored) = roots.add_parsable_certificates(certificates);
+    if added == 0 {
+        return Err(invalid(format!(
+            "no usable certificate found ({ignored} rejected); expected PEM blocks starting with -----BEGIN CERTIFICATE-----"
+        )));
+    }
+    debug!("trusting {added} certificates from {}", path.display());
+    Ok(())
+}
+
+/// Turns `INFISICAL_CUSTOM_HEADERS` pairs into request headers. Messages
+/// name the header, never its value.
+fn header_map(headers: &[(String, String)]) -> Result<reqwest::header::HeaderMap> {
+    use reqwest::header::{HeaderName, HeaderValue};
+
+    let mut map = reqwest::header::HeaderMap::new();
+    for (name, value) in headers {
+        let invalid = || Error::config(format!("invalid header {name} in INFISICAL_CUSTOM_HEADERS: use a token name and a printable value"));
+        let header = HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid())?;
+        let mut header_value = HeaderValue::from_str(value).map_err(|_| invalid())?;
+        header_value.set_sensitive(true);
+        map.insert(header, header_value);
+    }
+    Ok(map)
 }
 
 /// Adds the system's CA bundle, if the image has one; returns how many
@@ -557,10 +830,14 @@ mod tests {
     fn route_not_found_has_no_request_id() {
         let route = Reply {
             status: 404,
+            headers: Default::default(),
+            attempts: 1,
             body: br#"{"message":"Route GET:/api/v4/secrets not found","error":"Not Found","statusCode":404}"#.to_vec(),
         };
         let missing = Reply {
             status: 404,
+            headers: Default::default(),
+            attempts: 1,
             body: br#"{"reqId":"req-1","statusCode":404,"message":"Project not found","error":"NotFound"}"#.to_vec(),
         };
         assert!(is_route_not_found(&route));

@@ -48,7 +48,35 @@ macro_rules! command_struct {
             #[argh(switch)]
             pub silent: bool,
 
+            /// give up on the server after this many seconds of retries, 0
+            /// to retry forever (env INFISICAL_TIMEOUT; default 120)
+            #[argh(option)]
+            pub timeout: Option<String>,
+
+            /// wait a random time of up to this many seconds before the first
+            /// request, to spread the logins of a fleet restarted at once
+            #[argh(option)]
+            pub splay: Option<String>,
+
+            /// PEM file of extra CA certificates to trust, for servers with a
+            /// private CA (env INFISICAL_CA_CERT_FILE)
+            #[argh(option)]
+            pub ca_cert: Option<String>,
+
             $($extra)*
+        }
+
+        impl $name {
+            pub fn connection_flags(&self) -> ConnectionFlags<'_> {
+                ConnectionFlags {
+                    domain: self.domain.as_deref(),
+                    log_level: self.log_level.as_deref(),
+                    silent: self.silent,
+                    timeout: self.timeout.as_deref(),
+                    splay: self.splay.as_deref(),
+                    ca_cert: self.ca_cert.as_deref(),
+                }
+            }
         }
     };
     (@fields $(#[$meta:meta])* $name:ident { $($extra:tt)* } fetch) => {
@@ -84,7 +112,42 @@ macro_rules! command_struct {
 
             $($extra)*
         } connection);
+
+        impl $name {
+            pub fn fetch_flags(&self) -> FetchFlags<'_> {
+                FetchFlags {
+                    project_id: self.project_id.as_deref(),
+                    env: self.env.as_deref(),
+                    path: &self.path,
+                    recursive: self.recursive,
+                    no_imports: self.no_imports,
+                    no_expand: self.no_expand,
+                    tags: self.tags.as_deref(),
+                }
+            }
+        }
     };
+}
+
+/// The connection options of any subcommand, borrowed.
+pub struct ConnectionFlags<'a> {
+    pub domain: Option<&'a str>,
+    pub log_level: Option<&'a str>,
+    pub silent: bool,
+    pub timeout: Option<&'a str>,
+    pub splay: Option<&'a str>,
+    pub ca_cert: Option<&'a str>,
+}
+
+/// The fetch options of any fetching subcommand, borrowed.
+pub struct FetchFlags<'a> {
+    pub project_id: Option<&'a str>,
+    pub env: Option<&'a str>,
+    pub path: &'a [String],
+    pub recursive: bool,
+    pub no_imports: bool,
+    pub no_expand: bool,
+    pub tags: Option<&'a str>,
 }
 
 command_struct!(@fields
@@ -102,6 +165,34 @@ command_struct!(@fields
         /// INFISICAL_TOKEN_FILE or /run/secrets/infisical_token
         #[argh(switch)]
         pub build: bool,
+
+        /// send signals to the child's whole process group, and when the
+        /// child exits, stop what is left of the group
+        #[argh(switch)]
+        pub kill_group: bool,
+
+        /// with --kill-group: seconds to wait after SIGTERM for the rest of
+        /// the group before SIGKILL (default 5)
+        #[argh(option)]
+        pub drain: Option<String>,
+
+        /// rewrite a signal before forwarding it, as SIG:SIG with names or
+        /// numbers (TERM:QUIT); SIG:0 drops it; repeatable
+        #[argh(option)]
+        pub rewrite: Vec<String>,
+
+        /// exit 0 when the child exits with this code; repeatable
+        #[argh(option)]
+        pub remap_exit: Vec<String>,
+
+        /// seconds to wait after forwarding SIGTERM or SIGINT before sending
+        /// SIGKILL to the child (default: wait forever)
+        #[argh(option)]
+        pub stop_timeout: Option<String>,
+
+        /// log every signal forwarded and zombie reaped (--log-level debug)
+        #[argh(switch)]
+        pub verbose: bool,
 
         /// the command and its arguments, after --
         #[argh(positional, greedy)]
@@ -157,6 +248,13 @@ command_struct!(@fields
 const VALUE_OPTIONS: &[&str] = &[
     "--domain",
     "--log-level",
+    "--timeout",
+    "--splay",
+    "--ca-cert",
+    "--drain",
+    "--rewrite",
+    "--remap-exit",
+    "--stop-timeout",
     "--project-id",
     "--env",
     "--path",

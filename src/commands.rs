@@ -8,7 +8,7 @@ use argh::FromArgs;
 
 use crate::api::{Client, ListQuery};
 use crate::cli::{self, Subcommand, TopLevel};
-use crate::config::{self, Credentials, Environment, FetchOptions, RunMode, Secret};
+use crate::config::{self, Connection, Credentials, Environment, FetchOptions, RunMode, Secret};
 use crate::error::{Error, Kind, Result};
 use crate::secrets::{merge_listing, SecretSet};
 use crate::signals::Signals;
@@ -135,16 +135,26 @@ fn check_environment(client: &Client, token: &Secret, fetch: &FetchOptions) -> R
 }
 
 /// Creates the client, gets a token and fetches the secrets, all abortable.
+/// When the server rejects a token it issued at this login (401, or 403
+/// `TokenError`), logs in once more and tries again.
 pub fn fetch_abortable(
     signals: &Signals,
-    api_url: String,
+    connection: Connection,
     credentials: Credentials,
     fetch: FetchOptions,
 ) -> Result<SecretSet> {
     abortable(signals, move || {
-        let client = Client::new(&api_url)?;
+        let client = Client::new(&connection)?;
+        client.splay(connection.splay);
         let token = access_token(&client, &credentials)?;
-        fetch_secrets(&client, &token, &fetch)
+        match fetch_secrets(&client, &token, &fetch) {
+            Err(error) if error.token_rejected && matches!(credentials, Credentials::UniversalAuth { .. }) => {
+                info!("the access token was rejected; logging in again once");
+                let token = access_token(&client, &credentials)?;
+                fetch_secrets(&client, &token, &fetch)
+            }
+            other => other,
+        }
     })
 }
 
@@ -155,7 +165,7 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
         warn_build_argument(&config.credentials);
     }
     let fetch = config.fetch.clone();
-    let secrets = fetch_abortable(signals, config.connection.api_url.clone(), config.credentials, config.fetch)?;
+    let secrets = fetch_abortable(signals, config.connection.clone(), config.credentials.clone(), fetch.clone())?;
     let count = secrets.len();
     let child_environment = env::child_environment(&environment.variables, secrets.entries())?;
     for key in &child_environment.dropped {
@@ -174,28 +184,28 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
         fetch.environment,
         fetch.paths.join(", ")
     );
-    start_command(&config.command, &child_environment.variables, config.mode, signals)
+    start_command(&config, &child_environment.variables, signals)
 }
 
 /// Starts the command in the chosen mode and, unless it replaced this
 /// process, supervises it to the end.
 fn start_command(
-    argv: &[String],
+    config: &config::RunConfig,
     variables: &[(std::ffi::OsString, std::ffi::OsString)],
-    mode: RunMode,
     signals: &Signals,
 ) -> Result<u8> {
-    if mode == RunMode::Exec {
+    let argv = &config.command;
+    if config.mode == RunMode::Exec {
         return Err(supervise::exec(argv, variables, signals.inherited));
     }
-    if mode == RunMode::Supervise {
+    if config.mode == RunMode::Supervise {
         supervise::become_subreaper();
     }
-    let child = supervise::spawn(argv, variables, signals.inherited, mode)?;
-    if mode == RunMode::Supervise {
+    let child = supervise::spawn(argv, variables, signals.inherited, config.mode)?;
+    if config.mode == RunMode::Supervise {
         supervise::leave_working_directory();
     }
-    Ok(supervise::supervise(child, signals))
+    Ok(supervise::supervise(child.pid, signals, &config.supervision, child.has_terminal))
 }
 
 /// Warns that a token passed as a build argument is recorded in the image
@@ -210,7 +220,7 @@ fn warn_build_argument(credentials: &Credentials) {
 }
 
 fn login(args: &cli::LoginArgs, environment: Environment, signals: &Signals) -> Result<u8> {
-    let connection = config::connection(args.domain.as_deref(), args.log_level.as_deref(), args.silent, &environment)?;
+    let connection = config::connection(args.connection_flags(), &environment)?;
     log::set_max_level(connection.log_level);
     let credentials = config::client_credentials(&environment)?.ok_or_else(|| {
         Error::config(
@@ -218,9 +228,9 @@ fn login(args: &cli::LoginArgs, environment: Environment, signals: &Signals) -> 
              INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET (or their _FILE variables)",
         )
     })?;
-    let api_url = connection.api_url;
     let token = abortable(signals, move || {
-        let client = Client::new(&api_url)?;
+        let client = Client::new(&connection)?;
+        client.splay(connection.splay);
         access_token(&client, &credentials)
     })?;
     write_stdout(format!("{}\n", token.expose()).as_bytes())?;
@@ -228,15 +238,14 @@ fn login(args: &cli::LoginArgs, environment: Environment, signals: &Signals) -> 
 }
 
 fn revoke(args: &cli::RevokeArgs, environment: Environment, signals: &Signals) -> Result<u8> {
-    let connection = config::connection(args.domain.as_deref(), args.log_level.as_deref(), args.silent, &environment)?;
+    let connection = config::connection(args.connection_flags(), &environment)?;
     log::set_max_level(connection.log_level);
     let token = match config::token(&environment, false)? {
         Some(Credentials::Token { token, .. }) => token,
         _ => read_token_from_stdin()?,
     };
-    let api_url = connection.api_url;
     abortable(signals, move || {
-        let client = Client::new(&api_url)?;
+        let client = Client::new(&connection)?;
         client.revoke(&token)
     })?;
     info!("revoked the access token");

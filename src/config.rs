@@ -4,7 +4,8 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use crate::cli;
 use crate::error::{Error, Result};
@@ -12,6 +13,8 @@ use crate::log::Level;
 
 pub const DEFAULT_DOMAIN: &str = "https://app.infisical.com";
 pub const DEFAULT_ENVIRONMENT: &str = "dev";
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 
 /// Where a build step finds a BuildKit secret mount named `infisical_token`.
 pub const BUILD_SECRET_MOUNT: &str = "/run/secrets/infisical_token";
@@ -134,7 +137,7 @@ pub fn read_setting_file(variable: &str, path: &Path) -> Result<String> {
 }
 
 /// How the shim proves its identity to Infisical.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum Credentials {
     /// A ready access token; no login is needed.
     Token { token: Secret, source: String, from_environment: bool },
@@ -143,11 +146,19 @@ pub enum Credentials {
 }
 
 /// Settings shared by every command that talks to the server.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Connection {
     /// The API base URL, ending in `/api`.
     pub api_url: String,
     pub log_level: Level,
+    /// How long to keep retrying before giving up; `None` retries forever.
+    pub timeout: Option<Duration>,
+    /// The upper bound of the random delay before the first request.
+    pub splay: Duration,
+    /// A PEM bundle of extra trusted CA certificates.
+    pub ca_cert: Option<PathBuf>,
+    /// Extra request headers from `INFISICAL_CUSTOM_HEADERS`.
+    pub custom_headers: Vec<(String, String)>,
 }
 
 /// What to fetch and how.
@@ -179,7 +190,98 @@ pub struct RunConfig {
     pub credentials: Credentials,
     pub fetch: FetchOptions,
     pub mode: RunMode,
+    pub supervision: Supervision,
     pub command: Vec<String>,
+}
+
+/// How the supervisor treats signals and exit codes.
+#[derive(Debug, Clone, Default)]
+pub struct Supervision {
+    /// Signal the child's process group instead of the child alone.
+    pub kill_group: bool,
+    /// With `kill_group`: how long the rest of the group gets after SIGTERM.
+    pub drain: Duration,
+    /// Signal rewrites applied before forwarding; a target of 0 drops it.
+    pub rewrites: Vec<(i32, i32)>,
+    /// Child exit codes reported as 0.
+    pub remap_exit: Vec<u8>,
+    /// SIGKILL the child this long after forwarding SIGTERM or SIGINT.
+    pub stop_timeout: Option<Duration>,
+}
+
+impl Supervision {
+    /// Returns the signal to forward in place of `signal`, or `None` to
+    /// drop it.
+    pub fn rewrite(&self, signal: i32) -> Option<i32> {
+        match self.rewrites.iter().rev().find(|(from, _)| *from == signal) {
+            Some((_, 0)) => None,
+            Some((_, to)) => Some(*to),
+            None => Some(signal),
+        }
+    }
+
+    /// Maps the child's exit code through `--remap-exit`.
+    pub fn exit_code(&self, code: u8) -> u8 {
+        if self.remap_exit.contains(&code) {
+            0
+        } else {
+            code
+        }
+    }
+}
+
+/// Parses a signal given as a number, a name with or without `SIG`, in any
+/// case, or `RTMIN+N` / `RTMAX-N`.
+pub fn parse_signal(text: &str) -> Option<i32> {
+    let text = text.trim();
+    if let Ok(number) = text.parse::<i32>() {
+        return (0..=nix::libc::SIGRTMAX()).contains(&number).then_some(number);
+    }
+    let upper = text.to_ascii_uppercase();
+    let name = upper.strip_prefix("SIG").unwrap_or(&upper);
+    let (rt_min, rt_max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
+    if let Some(offset) = name.strip_prefix("RTMIN") {
+        let offset = if offset.is_empty() { 0 } else { offset.strip_prefix('+')?.parse::<i32>().ok()? };
+        return (rt_min + offset <= rt_max).then_some(rt_min + offset);
+    }
+    if let Some(offset) = name.strip_prefix("RTMAX") {
+        let offset = if offset.is_empty() { 0 } else { offset.strip_prefix('-')?.parse::<i32>().ok()? };
+        return (rt_max - offset >= rt_min).then_some(rt_max - offset);
+    }
+    nix::sys::signal::Signal::iterator()
+        .find(|signal| signal.as_str().strip_prefix("SIG") == Some(name))
+        .map(|signal| signal as i32)
+}
+
+fn supervision(args: &cli::RunArgs) -> Result<Supervision> {
+    let mut rewrites = Vec::new();
+    for rule in &args.rewrite {
+        let parsed = rule
+            .split_once(':')
+            .and_then(|(from, to)| Some((parse_signal(from)?, parse_signal(to)?)))
+            .filter(|(from, _)| *from != 0);
+        match parsed {
+            Some(pair) => rewrites.push(pair),
+            None => {
+                return Err(Error::usage(format!(
+                    "invalid --rewrite '{rule}': use SIGNAL:SIGNAL with names or numbers, such as TERM:QUIT or 15:3, or SIG:0 to drop"
+                )))
+            }
+        }
+    }
+    let mut remap_exit = Vec::new();
+    for code in &args.remap_exit {
+        match code.trim().parse::<u8>() {
+            Ok(code) => remap_exit.push(code),
+            Err(_) => return Err(Error::usage(format!("invalid --remap-exit '{code}': use an exit code from 0 to 255"))),
+        }
+    }
+    let drain = match &args.drain {
+        Some(value) => seconds(value, "--drain")?,
+        None => DEFAULT_DRAIN,
+    };
+    let stop_timeout = args.stop_timeout.as_deref().map(|value| seconds(value, "--stop-timeout")).transpose()?;
+    Ok(Supervision { kill_group: args.kill_group, drain, rewrites, remap_exit, stop_timeout })
 }
 
 /// Removes whitespace and one pair of stray quotes, as left by
@@ -244,15 +346,97 @@ fn log_level(flag: Option<&str>, silent: bool, env: &Environment) -> Result<Leve
     })
 }
 
-pub fn connection(domain: Option<&str>, log_flag: Option<&str>, silent: bool, env: &Environment) -> Result<Connection> {
-    let domain = domain
+pub fn connection(flags: cli::ConnectionFlags<'_>, env: &Environment) -> Result<Connection> {
+    let domain = flags
+        .domain
         .or_else(|| env.get("INFISICAL_DOMAIN"))
         .or_else(|| env.get("INFISICAL_API_URL"))
         .unwrap_or(DEFAULT_DOMAIN);
+    let timeout = match flags.timeout.map(|value| (value, "--timeout")).or_else(|| env.get("INFISICAL_TIMEOUT").map(|value| (value, "INFISICAL_TIMEOUT"))) {
+        Some((value, source)) => {
+            let seconds = seconds(value, source)?;
+            (!seconds.is_zero()).then_some(seconds)
+        }
+        None => Some(DEFAULT_TIMEOUT),
+    };
+    let splay = match flags.splay {
+        Some(value) => seconds(value, "--splay")?,
+        None => Duration::ZERO,
+    };
+    let ca_cert = flags
+        .ca_cert
+        .or_else(|| env.get("INFISICAL_CA_CERT_FILE"))
+        .map(|path| PathBuf::from(unquote(path)));
+    let custom_headers = match env.get("INFISICAL_CUSTOM_HEADERS") {
+        Some(text) => custom_headers(text)?,
+        None => Vec::new(),
+    };
     Ok(Connection {
         api_url: api_url(domain)?,
-        log_level: log_level(log_flag, silent, env)?,
+        log_level: log_level(flags.log_level, flags.silent, env)?,
+        timeout,
+        splay,
+        ca_cert,
+        custom_headers,
     })
+}
+
+/// Parses a non-negative number of seconds, fractions allowed.
+pub fn seconds(value: &str, source: &str) -> Result<Duration> {
+    let text = unquote(value);
+    text.parse::<f64>()
+        .ok()
+        .filter(|seconds| seconds.is_finite() && *seconds >= 0.0 && *seconds < 1e9)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| Error::config(format!("invalid number of seconds '{text}' in {source}: use a number such as 30 or 0.5")))
+}
+
+/// Parses `INFISICAL_CUSTOM_HEADERS`: space-separated `Name=value` pairs,
+/// where a value may be wrapped in double or single quotes to hold spaces.
+pub fn custom_headers(text: &str) -> Result<Vec<(String, String)>> {
+    let mut headers = Vec::new();
+    let mut rest = text.trim_start();
+    while !rest.is_empty() {
+        let Some((name, after)) = rest.split_once('=') else {
+            return Err(invalid_headers(text, "a pair without '='"));
+        };
+        let name = name.trim();
+        if name.is_empty() || !name.bytes().all(|byte| byte.is_ascii_alphanumeric() || b"-_".contains(&byte)) {
+            return Err(invalid_headers(text, &format!("invalid header name '{name}'")));
+        }
+        let (value, remainder) = match after.chars().next() {
+            Some(quote @ ('"' | '\'')) => {
+                let inner = &after[1..];
+                let Some(end) = inner.find(quote) else {
+                    return Err(invalid_headers(text, &format!("unclosed quote in the value of {name}")));
+                };
+                (&inner[..end], &inner[end + 1..])
+            }
+            _ => {
+                let end = after.find(char::is_whitespace).unwrap_or(after.len());
+                (&after[..end], &after[end..])
+            }
+        };
+        if value.contains(['\r', '\n']) {
+            return Err(invalid_headers(text, &format!("a line break in the value of {name}")));
+        }
+        headers.push((name.to_string(), value.to_string()));
+        rest = remainder.trim_start();
+    }
+    Ok(headers)
+}
+
+/// Reports a malformed header list by its header names only, since the
+/// values are often access-proxy credentials.
+fn invalid_headers(text: &str, problem: &str) -> Error {
+    let names: Vec<&str> = text
+        .split_whitespace()
+        .filter_map(|pair| pair.split_once('=').map(|(name, _)| name))
+        .collect();
+    Error::config(format!(
+        "invalid INFISICAL_CUSTOM_HEADERS ({problem}; names seen: {}): use space-separated Name=value pairs, quoting values that contain spaces",
+        names.join(", ")
+    ))
 }
 
 /// Finds an access token: `INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN` first, as
@@ -322,18 +506,7 @@ pub fn credentials(env: &Environment, build: bool) -> Result<Credentials> {
     )))
 }
 
-/// The fetch options as they appear in every fetching subcommand.
-pub struct FetchFlags<'a> {
-    pub project_id: Option<&'a str>,
-    pub env: Option<&'a str>,
-    pub path: &'a [String],
-    pub recursive: bool,
-    pub no_imports: bool,
-    pub no_expand: bool,
-    pub tags: Option<&'a str>,
-}
-
-pub fn fetch_options(flags: FetchFlags<'_>, env: &Environment) -> Result<FetchOptions> {
+pub fn fetch_options(flags: cli::FetchFlags<'_>, env: &Environment) -> Result<FetchOptions> {
     let project_id = flags
         .project_id
         .or_else(|| env.get("INFISICAL_PROJECT_ID"))
@@ -394,24 +567,17 @@ pub fn run_config(args: &cli::RunArgs, env: &Environment) -> Result<RunConfig> {
     } else {
         RunMode::Supervise
     };
-    let connection = connection(args.domain.as_deref(), args.log_level.as_deref(), args.silent, env)?;
-    let fetch = fetch_options(
-        FetchFlags {
-            project_id: args.project_id.as_deref(),
-            env: args.env.as_deref(),
-            path: &args.path,
-            recursive: args.recursive,
-            no_imports: args.no_imports,
-            no_expand: args.no_expand,
-            tags: args.tags.as_deref(),
-        },
-        env,
-    )?;
+    let mut connection = connection(args.connection_flags(), env)?;
+    if args.verbose {
+        connection.log_level = Level::Debug;
+    }
+    let fetch = fetch_options(args.fetch_flags(), env)?;
     Ok(RunConfig {
         connection,
         credentials: credentials(env, mode == RunMode::Build)?,
         fetch,
         mode,
+        supervision: supervision(args)?,
         command: args.command.clone(),
     })
 }
@@ -463,6 +629,34 @@ mod tests {
         let env = environment(&[("INFISICAL_TOKEN", "a"), ("INFISICAL_TOKEN_FILE", "/x")]);
         let error = credentials(&env, false).unwrap_err();
         assert!(error.message.contains("INFISICAL_TOKEN_FILE"));
+    }
+
+    #[test]
+    fn signal_names_and_numbers() {
+        assert_eq!(parse_signal("TERM"), Some(15));
+        assert_eq!(parse_signal("sigusr1"), Some(10));
+        assert_eq!(parse_signal("9"), Some(9));
+        assert_eq!(parse_signal("0"), Some(0));
+        assert_eq!(parse_signal("RTMIN+3"), Some(nix::libc::SIGRTMIN() + 3));
+        assert_eq!(parse_signal("SIGRTMAX"), Some(nix::libc::SIGRTMAX()));
+        assert_eq!(parse_signal("NOPE"), None);
+        assert_eq!(parse_signal("99"), None);
+    }
+
+    #[test]
+    fn custom_headers_parse_quotes() {
+        let headers = custom_headers(r#"X-A=1 X-B="two words" X-C='x=y'"#).unwrap();
+        let expected = [("X-A", "1"), ("X-B", "two words"), ("X-C", "x=y")];
+        assert_eq!(headers, expected.map(|(n, v)| (n.to_string(), v.to_string())));
+        assert!(custom_headers("novalue").is_err());
+        assert!(custom_headers("X-A=\"open").is_err());
+    }
+
+    #[test]
+    fn seconds_accept_fractions() {
+        assert_eq!(seconds("0.5", "x").unwrap(), Duration::from_millis(500));
+        assert!(seconds("-1", "x").is_err());
+        assert!(seconds("soon", "x").is_err());
     }
 
     #[test]

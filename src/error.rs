@@ -33,11 +33,14 @@ pub enum Kind {
 pub struct Error {
     pub kind: Kind,
     pub message: String,
+    /// The server rejected the access token (401, or 403 `TokenError`) on a
+    /// call other than the login, so a fresh login may help.
+    pub token_rejected: bool,
 }
 
 impl Error {
     pub fn new(kind: Kind, message: impl Into<String>) -> Self {
-        Error { kind, message: message.into() }
+        Error { kind, message: message.into(), token_rejected: false }
     }
 
     pub fn config(message: impl Into<String>) -> Self {

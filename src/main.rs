@@ -5,7 +5,7 @@
 //! runtime start-up, which would set SIGPIPE to ignored before any code here
 //! runs. That way the shim observes the dispositions it really inherited and
 //! hands them to the child unchanged.
-#![no_main]
+#![cfg_attr(not(test), no_main)]
 
 mod api;
 mod cli;
@@ -19,9 +19,12 @@ mod secrets;
 mod signals;
 mod supervise;
 
+#[cfg(not(test))]
 use std::ffi::{c_char, c_int, CStr};
 
-/// The process entry point, called by the C runtime.
+/// The process entry point, called by the C runtime. Unit tests use the
+/// test harness's own `main` instead.
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // Signals are blocked before anything else, so that no thread started
@@ -36,6 +39,7 @@ pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
 }
 
 /// Copies the C arguments into owned strings, replacing invalid UTF-8.
+#[cfg(not(test))]
 ///
 /// # Safety
 /// `argv` must point to `argc` valid, NUL-terminated C strings.

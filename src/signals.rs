@@ -88,6 +88,30 @@ impl Signals {
         }
     }
 
+    /// Waits up to `timeout` (forever when `None`) for the next signal.
+    pub fn read_timeout(&self, timeout: Option<std::time::Duration>) -> Option<i32> {
+        let Some(limit) = timeout else {
+            return self.read();
+        };
+        let Some(fd) = &self.fd else {
+            std::thread::sleep(limit);
+            return None;
+        };
+        // Round up so a wait of 0.4 ms does not turn into a busy loop.
+        let millis = limit.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)) {
+            Ok(0) => None,
+            Ok(_) => self.read(),
+            Err(Errno::EINTR) => None,
+            Err(error) => {
+                debug!("poll failed: {error}");
+                std::thread::sleep(limit);
+                None
+            }
+        }
+    }
+
     /// Runs `work` on another thread while this one watches for signals.
     /// A stop signal (TERM, INT, QUIT, HUP) ends the wait at once with
     /// `Err(signal)`; the work is abandoned and the caller exits. Other

@@ -9,21 +9,22 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 
 use nix::errno::Errno;
-use nix::sys::signal::{kill, pthread_sigmask, SigSet, SigmaskHow, Signal};
+use std::time::Instant;
+
+use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpgrp, getpid, tcgetpgrp, tcsetpgrp, Pid};
 
-use crate::config::RunMode;
+use crate::config::{RunMode, Supervision};
 use crate::error::{signal_exit_code, Error, Kind, Result};
 use crate::signals::{self, Inherited, Signals};
 use crate::{debug, warn};
 
 /// Prepares the command with its environment and, for `Supervise`, its own
 /// process group.
-fn command(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited, mode: RunMode) -> Command {
+fn command(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited, mode: RunMode, take_terminal: bool) -> Command {
     let mut command = Command::new(&argv[0]);
     command.args(&argv[1..]).env_clear().envs(environment.iter().map(|(k, v)| (k, v)));
-    let take_terminal = mode == RunMode::Supervise && owns_foreground_terminal();
     if mode == RunMode::Supervise {
         command.process_group(0);
     }
@@ -78,19 +79,27 @@ fn exec_error(program: &str, error: &std::io::Error) -> Error {
     }
 }
 
-/// Starts the command as a child and returns its pid.
-pub fn spawn(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited, mode: RunMode) -> Result<Pid> {
-    let child = command(argv, environment, inherited, mode)
+/// A started child.
+pub struct Started {
+    pub pid: Pid,
+    /// Whether the child's group was made the terminal's foreground group.
+    pub has_terminal: bool,
+}
+
+/// Starts the command as a child.
+pub fn spawn(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited, mode: RunMode) -> Result<Started> {
+    let has_terminal = mode == RunMode::Supervise && owns_foreground_terminal();
+    let child = command(argv, environment, inherited, mode, has_terminal)
         .spawn()
         .map_err(|error| exec_error(&argv[0], &error))?;
     let pid = Pid::from_raw(child.id() as i32);
     debug!("started {} as pid {pid}", argv[0]);
-    Ok(pid)
+    Ok(Started { pid, has_terminal })
 }
 
 /// Replaces this process with the command; returns only on failure.
 pub fn exec(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited) -> Error {
-    let error = command(argv, environment, inherited, RunMode::Exec).exec();
+    let error = command(argv, environment, inherited, RunMode::Exec, false).exec();
     exec_error(&argv[0], &error)
 }
 
@@ -113,83 +122,192 @@ pub fn leave_working_directory() {
     }
 }
 
+/// Signals that stop a process for job control. The shim forwards them and
+/// then stops itself, so a shell above it sees the job stop.
+const JOB_CONTROL_SIGNALS: &[i32] = &[nix::libc::SIGTSTP, nix::libc::SIGTTIN, nix::libc::SIGTTOU];
+
+/// The supervisor's state while the child runs.
+struct Supervisor<'a> {
+    child: Pid,
+    options: &'a Supervision,
+    signals: &'a Signals,
+    /// Whether the shim handed the terminal to the child, and so must hand
+    /// it back after a stop.
+    terminal: bool,
+    /// When the child gets SIGKILL, set by `--stop-timeout`.
+    kill_deadline: Option<Instant>,
+}
+
 /// Forwards signals to the child and reaps zombies until the child ends;
-/// returns the exit code: the child's own, or 128 + N for a death by signal N.
+/// returns the exit code: the child's own, or 128 + N for a death by signal
+/// N, after `--remap-exit`.
 ///
 /// From here on nothing aborts: every failure is logged and supervision
 /// goes on, because the child must never be left without its init.
-pub fn supervise(child: Pid, signals: &Signals) -> u8 {
-    loop {
-        // A SIGCHLD that arrived before this loop is still pending, so an
-        // early exit is never missed.
-        let Some(signal) = signals.read() else {
-            if let Some(code) = reap_zombies(child) {
+pub fn supervise(child: Pid, signals: &Signals, options: &Supervision, terminal: bool) -> u8 {
+    let mut supervisor = Supervisor { child, options, signals, terminal, kill_deadline: None };
+    let code = supervisor.run();
+    if options.kill_group {
+        supervisor.drain_group();
+    }
+    options.exit_code(code)
+}
+
+impl Supervisor<'_> {
+    fn run(&mut self) -> u8 {
+        loop {
+            let wait = self.kill_deadline.map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            // A SIGCHLD that arrived before this loop is still pending, so
+            // an early exit is never missed.
+            match self.signals.read_timeout(wait) {
+                Some(nix::libc::SIGCHLD) | None => {}
+                Some(signal) => self.handle(signal),
+            }
+            if self.kill_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                warn!("the command is still running after --stop-timeout; sending SIGKILL");
+                self.send(nix::libc::SIGKILL);
+                self.kill_deadline = None;
+            }
+            if let Some(code) = self.reap() {
                 return code;
             }
-            continue;
-        };
-        if signal == nix::libc::SIGCHLD {
-            if let Some(code) = reap_zombies(child) {
-                return code;
-            }
-            continue;
         }
-        forward(signal, child);
     }
-}
 
-fn forward(signal: i32, child: Pid) {
-    let Ok(typed) = Signal::try_from(signal) else {
-        forward_raw(signal, child);
-        return;
-    };
-    debug!("forwarding {} to pid {child}", signals::name(signal));
-    if let Err(error) = kill(child, typed) {
-        // ESRCH: the child is exiting and its SIGCHLD is on the way.
-        warn!("failed to forward {} to pid {child}: {error}", signals::name(signal));
+    fn handle(&mut self, received: i32) {
+        debug!("received {}", signals::name(received));
+        let Some(signal) = self.options.rewrite(received) else {
+            debug!("dropped {} (--rewrite)", signals::name(received));
+            return;
+        };
+        if signal == nix::libc::SIGCONT {
+            self.resume_terminal();
+        }
+        self.send(signal);
+        if JOB_CONTROL_SIGNALS.contains(&signal) {
+            stop_self();
+        }
+        let stopping = signal == nix::libc::SIGTERM || signal == nix::libc::SIGINT;
+        if let (true, Some(timeout), None) = (stopping, self.options.stop_timeout, self.kill_deadline) {
+            self.kill_deadline = Some(Instant::now() + timeout);
+        }
     }
-}
 
-/// Forwards a real-time signal, which nix's `Signal` enum does not cover.
-fn forward_raw(signal: i32, child: Pid) {
-    debug!("forwarding {} to pid {child}", signals::name(signal));
-    // SAFETY: kill takes plain integers and has no memory-safety
-    // preconditions.
-    let result = unsafe { nix::libc::kill(child.as_raw(), signal) };
-    if result != 0 {
-        warn!("failed to forward {} to pid {child}: {}", signals::name(signal), Errno::last());
+    /// Sends a signal to the child, or to its process group with
+    /// `--kill-group`. A failure is logged, never fatal: the child may be
+    /// exiting already, and its SIGCHLD is on the way.
+    fn send(&self, signal: i32) {
+        let target = if self.options.kill_group { Pid::from_raw(-self.child.as_raw()) } else { self.child };
+        debug!("forwarding {} to {}", signals::name(signal), describe_target(target));
+        if let Err(error) = send_signal(target, signal) {
+            warn!("failed to forward {} to {}: {error}", signals::name(signal), describe_target(target));
+        }
     }
-}
 
-/// Reaps every exited child; returns the main child's exit code once it has
-/// ended.
-fn reap_zombies(child: Pid) -> Option<u8> {
-    let mut child_code = None;
-    loop {
-        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
-            Ok(WaitStatus::Exited(pid, code)) => {
-                if pid == child {
+    /// Gives the terminal back to the child's group when the shim resumes
+    /// after a job-control stop.
+    fn resume_terminal(&self) {
+        if !self.terminal {
+            return;
+        }
+        let stdin = std::io::stdin();
+        if let Err(error) = tcsetpgrp(&stdin, self.child) {
+            debug!("failed to give the terminal back to the command: {error}");
+        }
+    }
+
+    /// Reaps every exited child; returns the main child's exit code once it
+    /// has ended. When the child stops (Ctrl-Z at a terminal), the shim stops
+    /// too, so the shell above regains control.
+    fn reap(&self) -> Option<u8> {
+        let mut child_code = None;
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
+                Ok(WaitStatus::Exited(pid, code)) if pid == self.child => {
                     debug!("command exited with status {code}");
                     child_code = Some(u8::try_from(code).unwrap_or(255));
-                } else {
-                    debug!("reaped pid {pid} (exit status {code})");
                 }
-            }
-            Ok(WaitStatus::Signaled(pid, signal, _core)) => {
-                if pid == child {
+                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == self.child => {
                     debug!("command was killed by {}", signals::name(signal as i32));
                     child_code = Some(signal_exit_code(signal as i32));
-                } else {
+                }
+                Ok(WaitStatus::Stopped(pid, signal)) if pid == self.child => {
+                    debug!("command stopped by {}", signals::name(signal as i32));
+                    stop_self();
+                }
+                Ok(WaitStatus::Exited(pid, code)) => debug!("reaped pid {pid} (exit status {code})"),
+                Ok(WaitStatus::Signaled(pid, signal, _)) => {
                     debug!("reaped pid {pid} (killed by {})", signals::name(signal as i32));
                 }
-            }
-            Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return child_code,
-            Ok(_) => {}
-            Err(Errno::EINTR) => {}
-            Err(error) => {
-                warn!("waitpid failed: {error}");
-                return child_code;
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return child_code,
+                Ok(_) | Err(Errno::EINTR) => {}
+                Err(error) => {
+                    warn!("waitpid failed: {error}");
+                    return child_code;
+                }
             }
         }
     }
+
+    /// After the main child has exited in `--kill-group` mode: SIGTERM to
+    /// what is left of its group, up to `--drain` for it to exit, then
+    /// SIGKILL.
+    fn drain_group(&mut self) {
+        let group = Pid::from_raw(-self.child.as_raw());
+        if !group_alive(group) {
+            return;
+        }
+        debug!("sending SIGTERM to the rest of process group {}", self.child);
+        let _ = send_signal(group, nix::libc::SIGTERM);
+        let deadline = Instant::now() + self.options.drain;
+        while group_alive(group) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                warn!("process group {} still running after --drain; sending SIGKILL", self.child);
+                let _ = send_signal(group, nix::libc::SIGKILL);
+                break;
+            }
+            // Signals other than SIGCHLD are dropped: the command is gone.
+            let _ = self.signals.read_timeout(Some(left));
+            let _ = self.reap();
+        }
+        // SIGKILL cannot be caught, so the group's processes end at once;
+        // reap them so none is left as a zombie.
+        let until = Instant::now() + std::time::Duration::from_secs(1);
+        while group_alive(group) && Instant::now() < until {
+            let _ = self.signals.read_timeout(Some(std::time::Duration::from_millis(50)));
+            let _ = self.reap();
+        }
+    }
+}
+
+fn describe_target(target: Pid) -> String {
+    if target.as_raw() < 0 {
+        format!("process group {}", -target.as_raw())
+    } else {
+        format!("pid {target}")
+    }
+}
+
+/// Sends any signal number, real-time ones included, which nix's `Signal`
+/// enum does not cover.
+fn send_signal(target: Pid, signal: i32) -> nix::Result<()> {
+    // SAFETY: kill takes plain integers and has no memory-safety
+    // preconditions.
+    let result = unsafe { nix::libc::kill(target.as_raw(), signal) };
+    Errno::result(result).map(drop)
+}
+
+/// Returns true while any process, zombies included, is in the group.
+fn group_alive(group: Pid) -> bool {
+    !matches!(send_signal(group, 0), Err(Errno::ESRCH))
+}
+
+/// Stops the shim as a job-control stop would. As PID 1 of a namespace the
+/// kernel ignores SIGSTOP sent from inside it, so this does nothing there.
+fn stop_self() {
+    if getpid().as_raw() == 1 {
+        return;
+    }
+    let _ = send_signal(getpid(), nix::libc::SIGSTOP);
 }
