@@ -393,8 +393,8 @@ impl Client {
         true
     }
 
-    /// The per-request timeout: the usual limit, or less when the deadline
-    /// is nearer.
+    /// Returns the per-request timeout: the usual limit, or less when the
+    /// deadline is nearer.
     fn request_timeout(&self) -> Option<Duration> {
         let deadline = self.deadline?;
         let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));

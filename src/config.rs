@@ -16,7 +16,8 @@ pub const DEFAULT_ENVIRONMENT: &str = "dev";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(5);
 
-/// Where a build step finds a BuildKit secret mount named `infisical_token`.
+/// The path of the BuildKit secret mount named `infisical_token`, read in a
+/// build step.
 pub const BUILD_SECRET_MOUNT: &str = "/run/secrets/infisical_token";
 
 /// Environment variables that hold the shim's own credentials. They and their
@@ -136,7 +137,7 @@ pub fn read_setting_file(variable: &str, path: &Path) -> Result<String> {
     Ok(value)
 }
 
-/// How the shim proves its identity to Infisical.
+/// The credentials the shim logs in with.
 #[derive(Debug, Clone)]
 pub enum Credentials {
     /// A ready access token; no login is needed.
@@ -161,7 +162,7 @@ pub struct Connection {
     pub custom_headers: Vec<(String, String)>,
 }
 
-/// What to fetch and how.
+/// The folders to fetch and the listing options.
 #[derive(Debug, Clone)]
 pub struct FetchOptions {
     pub project_id: String,
@@ -173,7 +174,7 @@ pub struct FetchOptions {
     pub tags: Vec<String>,
 }
 
-/// How `run` starts the command.
+/// The start mode of `run`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RunMode {
     /// Start the command as a child and act as its init.
@@ -194,7 +195,7 @@ pub struct RunConfig {
     pub command: Vec<String>,
 }
 
-/// How the supervisor treats signals and exit codes.
+/// The supervisor's signal and exit-code options.
 #[derive(Debug, Clone, Default)]
 pub struct Supervision {
     /// Signal the child's process group instead of the child alone.
