@@ -168,6 +168,8 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
     let secrets = fetch_abortable(signals, config.connection.clone(), config.credentials.clone(), fetch.clone())?;
     let count = secrets.len();
     let child_environment = env::child_environment(&environment.variables, secrets.entries())?;
+    drop(secrets);
+    drop(environment);
     for key in &child_environment.dropped {
         warn!("secret {key} not injected: the name is reserved for the system");
     }
@@ -184,24 +186,26 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
         fetch.environment,
         fetch.paths.join(", ")
     );
-    start_command(&config, &child_environment.variables, signals)
+    start_command(&config, child_environment.variables, signals)
 }
 
 /// Starts the command in the chosen mode and, unless it replaced this
-/// process, supervises it to the end.
+/// process, supervises it to the end. The environment is freed once the
+/// child has its copy, which keeps the idle supervisor small.
 fn start_command(
     config: &config::RunConfig,
-    variables: &[(std::ffi::OsString, std::ffi::OsString)],
+    variables: Vec<(std::ffi::OsString, std::ffi::OsString)>,
     signals: &Signals,
 ) -> Result<u8> {
     let argv = &config.command;
     if config.mode == RunMode::Exec {
-        return Err(supervise::exec(argv, variables, signals.inherited));
+        return Err(supervise::exec(argv, &variables, signals.inherited));
     }
     if config.mode == RunMode::Supervise {
         supervise::become_subreaper();
     }
-    let child = supervise::spawn(argv, variables, signals.inherited, config.mode)?;
+    let child = supervise::spawn(argv, &variables, signals.inherited, config.mode)?;
+    drop(variables);
     if config.mode == RunMode::Supervise {
         supervise::leave_working_directory();
     }
