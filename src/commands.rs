@@ -28,7 +28,7 @@ pub fn dispatch(arguments: &[String], signals: &Signals) -> u8 {
         return 0;
     }
     let Some(command) = top.command else {
-        eprintln!("infisical-init: missing subcommand: use infisical-init run -- COMMAND, or --help");
+        crate::error!("missing subcommand: use infisical-init run -- COMMAND, or --help");
         return 64;
     };
     let environment = Environment::from_process();
@@ -57,8 +57,8 @@ fn print_early_exit(early: argh::EarlyExit) -> u8 {
         let _ = std::io::stdout().flush();
         0
     } else {
-        eprintln!("infisical-init: {}", early.output.trim_end());
-        eprintln!("infisical-init: run infisical-init --help for usage");
+        let problem = early.output.trim().replace('\n', "; ");
+        crate::error!("{problem}; run infisical-init --help for usage");
         64
     }
 }
@@ -165,7 +165,8 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
         warn_build_argument(&config.credentials);
     }
     let fetch = config.fetch.clone();
-    let secrets = fetch_abortable(signals, config.connection.clone(), config.credentials.clone(), fetch.clone())?;
+    let secrets = fetch_abortable(signals, config.connection.clone(), config.credentials.clone(), fetch.clone())
+        .map_err(|error| explain_build_token_error(error, &config))?;
     let count = secrets.len();
     let child_environment = env::child_environment(&environment.variables, secrets.entries())?;
     drop(secrets);
@@ -221,6 +222,22 @@ fn warn_build_argument(credentials: &Credentials) {
              in the image: mount it as a secret instead (RUN --mount=type=secret,id=infisical_token)"
         );
     }
+}
+
+/// Adds to a rejected-token error in a build step how to mint a fresh
+/// token, because a build cannot log in again by itself.
+fn explain_build_token_error(error: Error, config: &config::RunConfig) -> Error {
+    let build_token = config.mode == RunMode::Build && matches!(config.credentials, Credentials::Token { .. });
+    if !build_token || !error.token_rejected {
+        return error;
+    }
+    let message = format!(
+        "{}; the build token has expired or was revoked: mint a fresh one with `infisical-init login` \
+         (with INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET set) and pass it \
+         to the build again, preferably as a secret (--secret id=infisical_token,src=FILE)",
+        error.message
+    );
+    Error { message, ..error }
 }
 
 fn login(args: &cli::LoginArgs, environment: Environment, signals: &Signals) -> Result<u8> {

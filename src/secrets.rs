@@ -75,8 +75,7 @@ pub fn merge_listing(set: &mut SecretSet, listing: Listing) {
             continue;
         }
         let path = secret.path.clone().unwrap_or_else(|| "/".to_string());
-        if let Some(previous) = folder.get(&secret.key) {
-            let _ = previous;
+        if folder.get(&secret.key).is_some() {
             debug!("secret {} appears in several folders; the one in {path} wins", secret.key);
         }
         folder.insert(secret.key, secret.value);
