@@ -42,7 +42,25 @@ pub fn repository() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// A running test server, stopped (by its pid) when dropped.
+/// Returns the real Python interpreter. On machines where `python3` is a
+/// launcher script (pyenv), the launcher's pid is not the server's, so the
+/// harness runs the interpreter itself and can stop the server by its pid.
+pub fn python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let output = Command::new("python3")
+                .args(["-c", "import sys; print(sys.executable)"])
+                .output()
+                .expect("python3 is installed");
+            PathBuf::from(String::from_utf8_lossy(&output.stdout).trim())
+        })
+        .clone()
+}
+
+/// A running test server, stopped (by its pid) when dropped. Its standard
+/// input is a pipe from the test process, so it also exits when the test
+/// process dies without dropping it.
 pub struct TestServer {
     child: Child,
     pub url: String,
@@ -56,10 +74,11 @@ impl TestServer {
 
     pub fn with_args(args: &[&str]) -> TestServer {
         let script = repository().join("tests/server/infisical_test_server.py");
-        let mut child = Command::new("python3")
+        let mut child = Command::new(python())
             .arg(&script)
-            .args(["--host", "127.0.0.1", "--port", "0", "--accept-token", READY_TOKEN])
+            .args(["--host", "127.0.0.1", "--port", "0", "--accept-token", READY_TOKEN, "--exit-with-stdin"])
             .args(args)
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -143,11 +162,7 @@ pub fn shim_for(server: &TestServer) -> Command {
 /// Runs a command to completion, killing it if it outlives `limit`; a hang
 /// fails the test instead of blocking the suite.
 pub fn run_with_limit(command: &mut Command, limit: Duration) -> Output {
-    let child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("the binary starts");
+    let child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("the binary starts");
     wait_with_limit(child, limit)
 }
 
@@ -169,11 +184,7 @@ pub fn wait_with_limit(mut child: Child, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(5));
     };
-    Output {
-        status,
-        stdout: stdout_reader.join().unwrap(),
-        stderr: stderr_reader.join().unwrap(),
-    }
+    Output { status, stdout: stdout_reader.join().unwrap(), stderr: stderr_reader.join().unwrap() }
 }
 
 fn read_all(stream: Option<impl Read>) -> Vec<u8> {

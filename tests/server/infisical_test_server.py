@@ -19,6 +19,16 @@ serves until SIGTERM or SIGINT, then exits with status 0. It binds only to
 lifetimes, fault injection (``--fail``, ``--delay``), ``--rate-limit``,
 ``--no-v4``, ``--data`` and ``--generate``.
 
+``--tls-cert FILE --tls-key FILE`` serve HTTPS instead of HTTP (PEM files;
+the certificate file may hold the chain after the server certificate), and
+the first line then reads ``listening on https://HOST:PORT``. The test routes
+below are then HTTPS too. A client that rejects the certificate makes no
+request, so nothing is logged for it.
+
+``--require-header NAME=VALUE`` (repeatable) rejects every ``/api/`` request
+that lacks the header, or has another value, with 403 and a message naming
+the header; the request is logged with that status.
+
 Default dataset, built from the recordings: project
 ``ea08c28d-5ca9-4510-a157-d2ec0639956a`` (slug ``rust-client-test``) with the
 environments dev, staging and prod and the folders dev ``/`` (which imports
@@ -61,12 +71,14 @@ import http.client
 import itertools
 import json
 import math
+import os
 import random
 import re
 import select
 import signal
 import socket
 import socketserver
+import ssl
 import string
 import struct
 import sys
@@ -256,8 +268,7 @@ def normalize_secret_path(path: str) -> str | None:
 
 
 def tag_object(slug: str) -> dict[str, Any]:
-    # NOTE: every recorded secret has an empty tag list, so these fields follow the
-    # Infisical source, not a recording.
+    # NOTE: every recorded secret has an empty tag list, so this tag shape is an assumption.
     tag_id = str(uuid.uuid5(uuid.NAMESPACE_URL, "infisical-test-server/tag/" + slug))
     return {"id": tag_id, "slug": slug, "name": slug, "color": None}
 
@@ -490,7 +501,7 @@ def reshape(secret: StoredSecret, value: str, fields: list[str]) -> dict[str, An
 
 
 class SecretCatalog:
-    """Answer secret queries from the projects, in the recorded response shapes."""
+    """Secret listings and single secrets of the projects, in the recorded response shapes."""
 
     def __init__(self, projects: list[Project], fixtures: dict[str, Any]):
         self.projects_by_id = {project.id: project for project in projects}
@@ -514,7 +525,7 @@ class SecretCatalog:
                     continue
                 listed.append(listed_secret(secret, value_of(folder, secret)))
         if query.recursive:
-            listed.sort(key=lambda item: item["id"])  # the real server sorts by id
+            listed.sort(key=lambda item: item["id"])  # recorded recursive listings are sorted by id
         imports = self.list_imports(project, query, value_of) if query.include_imports else []
         return {"secrets": listed, "imports": imports}
 
@@ -593,6 +604,10 @@ class TokenStore:
     def get(self, token: str) -> AccessToken | None:
         with self.lock:
             return self._tokens.get(token)
+
+    def set_state(self, token: str, state: str) -> None:
+        with self.lock:
+            self._tokens[token].state = state
 
 
 class LoginGuard:
@@ -787,7 +802,7 @@ def match_route(method: str, path: str, serve_v4: bool) -> tuple[Route, dict[str
 
 
 class InfisicalApi:
-    """The Infisical routes, answering with the recorded bodies and status codes."""
+    """Route handlers that return the recorded bodies and status codes."""
 
     def __init__(self, options: argparse.Namespace, fixtures: dict[str, Any], projects: list[Project]):
         self.options = options
@@ -799,7 +814,7 @@ class InfisicalApi:
         self.login_guard = LoginGuard()
 
     def error(self, case: str, quoted: str | None = None, message: str | None = None) -> Response:
-        """Answer with the recorded error body of fixture ``case`` and a fresh reqId.
+        """Build the recorded error response of fixture ``case`` with a fresh reqId.
 
         ``quoted`` replaces the quoted id or name in the recorded text, ``message`` the whole message.
         """
@@ -903,15 +918,14 @@ class InfisicalApi:
         failure = self.token_error(token)
         if failure:
             return failure
-        with self.tokens.lock:
-            self.tokens.get(token).state = "revoked"
+        self.tokens.set_state(token, "revoked")
         return json_response(200, self.fixtures["45"])
 
     def handle_renew(self, request: ApiRequest) -> Response:
         """Renew a token unless that would pass its max TTL, which deletes it as the real server does.
 
         With the default max TTL (equal to the TTL) every renewal fails with the recorded 401.
-        A successful renewal answers a new token and leaves the old one valid.
+        A successful renewal returns a new token and leaves the old one valid.
         """
         payload, failure = self.parse_body_fields(request.body, ("accessToken",))
         if failure:
@@ -923,8 +937,7 @@ class InfisicalApi:
         record = self.tokens.get(token)
         now = time.monotonic()
         if self.tokens.max_ttl > 0 and now + self.tokens.ttl > record.issued_at + self.tokens.max_ttl:
-            with self.tokens.lock:
-                record.state = "deleted"
+            self.tokens.set_state(token, "deleted")
             return self.error("48")
         return self.token_response(issued_at=record.issued_at)
 
@@ -935,7 +948,7 @@ class InfisicalApi:
         return self.serve_secrets(request, name=request.params["name"])
 
     def serve_secrets(self, request: ApiRequest, name: str | None) -> Response:
-        """Check the token and the parameters in the real server's order, then answer the query."""
+        """Check the token, then the query parameters, then the project, and serve the query."""
         failure = self.authenticate(request.authorization)
         if failure:
             return failure
@@ -1015,8 +1028,8 @@ class InfisicalApi:
 
 
 def rate_limited_response(wait_seconds: int, headers: dict[str, str]) -> Response:
-    # NOTE: no 429 was recorded; this wording follows the Infisical source, and the
-    # message ends in "try again in N seconds" as clients expect.
+    # NOTE: no 429 was recorded, so this body is modelled, not copied. Clients read
+    # the wait from the end of the message, "try again in N seconds".
     body = {
         "reqId": new_request_id(),
         "statusCode": 429,
@@ -1024,6 +1037,17 @@ def rate_limited_response(wait_seconds: int, headers: dict[str, str]) -> Respons
         "error": "RateLimitExceeded",
     }
     return json_response(429, body, headers)
+
+
+def required_header_response(name: str) -> Response:
+    # NOTE: not recorded; a proxy in front of the server that checks the header would answer so.
+    body = {
+        "reqId": new_request_id(),
+        "statusCode": 403,
+        "message": f"Request header '{name}' is missing or has the wrong value",
+        "error": "Forbidden",
+    }
+    return json_response(403, body)
 
 
 def oversize_body_parts(size: int) -> tuple[bytes, int, bytes]:
@@ -1051,8 +1075,9 @@ class InfisicalRequestHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         try:
             self.dispatch()
-        except ConnectionError:
+        except ConnectionError as error:
             self.close_connection = True
+            self.log_message("%s %s: connection lost: %s", self.command, urlsplit(self.path).path, error)
         except Exception:
             traceback.print_exc(file=sys.stderr)
             self.close_connection = True
@@ -1077,6 +1102,11 @@ class InfisicalRequestHandler(BaseHTTPRequestHandler):
         method = "GET" if self.command == "HEAD" else self.command
         matched = match_route(method, path, serve_v4=not self.server.options.no_v4)
         route_name = matched[0].name if matched else None
+
+        wrong_header = self.find_wrong_required_header() if path.startswith("/api/") else None
+        if wrong_header:
+            self.send(required_header_response(wrong_header))
+            return
 
         rate_headers: dict[str, str] = {}
         if path.startswith("/api/") and self.server.rate_limiter.limit is not None:
@@ -1108,8 +1138,15 @@ class InfisicalRequestHandler(BaseHTTPRequestHandler):
             return
         self.send(response)
 
+    def find_wrong_required_header(self) -> str | None:
+        """Return the name of the first --require-header header that is missing or has another value."""
+        for name, value in self.server.options.require_header:
+            if self.headers.get(name) != value:
+                return name
+        return None
+
     def send_fault_before_handling(self, fault: str, route_name: str | None) -> bool:
-        """Answer faults that replace the route's work; return False for the ones applied after it."""
+        """Send the faults that replace the route handler; return False for the ones applied to its response."""
         if fault.isdigit():
             self.send(self.server.api.injected_error(int(fault), route_name, self.server.options.retry_after))
         elif fault == "reset":
@@ -1268,7 +1305,9 @@ class InfisicalHttpServer(ThreadingHTTPServer):
         self.api.login_guard.clear()
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], ConnectionError):  # clients may hang up at any time
+        # Clients may hang up at any time, and a client that rejects the TLS
+        # certificate aborts the handshake.
+        if not isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             super().handle_error(request, client_address)
 
 
@@ -1300,6 +1339,13 @@ def parse_delay(text: str) -> tuple[str, float]:
     return route, value
 
 
+def parse_required_header(text: str) -> tuple[str, str]:
+    name, separator, value = text.partition("=")
+    if not separator or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name):
+        raise argparse.ArgumentTypeError(f"invalid header {text!r}: expected NAME=VALUE with a valid header name")
+    return name, value
+
+
 def non_negative_int(text: str) -> int:
     value = int(text)
     if value < 0:
@@ -1318,21 +1364,29 @@ def parse_arguments(argv: list[str]) -> argparse.Namespace:
     add("--token-max-ttl", type=float, help="max TTL in seconds that renewals may reach (default: --token-ttl, so renewals fail)")
     add("--accept-token", action="append", default=[], metavar="TOKEN", help="token that never expires but can be revoked (repeatable)")
     add("--expired-token", action="append", default=[], metavar="TOKEN", help="token that is always expired (repeatable)")
-    add("--no-v4", action="store_true", help="answer every /api/v4/ path with route-not-found, like servers before mid-2025")
+    add("--no-v4", action="store_true", help="respond to every /api/v4/ path with route-not-found (404), like servers before mid-2025")
     add("--data", type=Path, metavar="FILE", help="JSON dataset replacing the recorded one (schema in the module docstring)")
     add("--generate", type=non_negative_int, default=0, metavar="N", help="add N secrets GEN_00000... to dev / of the first project")
     add("--value-size", type=non_negative_int, default=100, metavar="BYTES", help="value length of generated secrets (default 100)")
     add("--delay", action="append", type=parse_delay, default=[], metavar="ROUTE=SECONDS",
-        help=f"sleep before answering ROUTE ({', '.join(FAULT_ROUTES)}); repeatable")
+        help=f"seconds to sleep before responding to ROUTE ({', '.join(FAULT_ROUTES)}); repeatable")
     add("--fail", action="append", type=parse_fault, default=[], metavar="ROUTE=KIND[xCOUNT]",
-        help=f"answer the first COUNT requests (default: all) to ROUTE with KIND: a status code or {', '.join(NAMED_FAULTS)}")
+        help=f"respond to the first COUNT requests (default: all) to ROUTE with KIND: a status code or {', '.join(NAMED_FAULTS)}")
     add("--retry-after", type=non_negative_int, metavar="N", help="seconds named by --fail ...=429, also sent as Retry-After")
     add("--rate-limit", type=non_negative_int, metavar="N", help="max /api/ requests per sliding 60-second window, then 429")
     add("--retry-after-header", action="store_true", help="send retry-after with --rate-limit 429 responses")
     add("--oversize-bytes", type=non_negative_int, default=DEFAULT_OVERSIZE_BYTES, metavar="BYTES",
         help="body size of the oversize fault (default 80 MiB)")
+    add("--require-header", action="append", type=parse_required_header, default=[], metavar="NAME=VALUE",
+        help="reject /api/ requests without this exact header with 403, like a proxy that checks it (repeatable)")
     add("--verbose", action="store_true", help="log 'METHOD PATH STATUS' for every request to stderr")
+    add("--exit-with-stdin", action="store_true", help="exit when standard input closes, so a dead test harness leaves no server behind")
+    add("--tls-cert", type=Path, metavar="FILE", help="serve HTTPS with this PEM certificate (chain); needs --tls-key")
+    add("--tls-key", type=Path, metavar="FILE", help="PEM private key of --tls-cert")
     options = parser.parse_args(argv)
+
+    if (options.tls_cert is None) != (options.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
 
     options.host = options.host.strip("[]")
     if options.host not in ALLOWED_HOSTS:
@@ -1356,6 +1410,28 @@ def stop_on_signal(signum: int, frame: Any) -> None:
     raise StopServer(signal.Signals(signum).name)
 
 
+def exit_when_stdin_closes() -> None:
+    """Exit the whole process once standard input reaches end of file.
+
+    A test harness passes a pipe as standard input; when the harness dies
+    without stopping the server, the pipe closes and the server goes too.
+    """
+    while sys.stdin.buffer.read(4096):
+        pass
+    os._exit(0)
+
+
+def serve_tls(server: InfisicalHttpServer, certificate: Path, key: Path) -> None:
+    """Wrap the listening socket so that every accepted connection speaks TLS.
+
+    The handshake is left to the first read, which runs in the connection's
+    own thread, so a client that stalls in the handshake blocks no other.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
+
+
 def main(argv: list[str]) -> int:
     options = parse_arguments(argv)
     fixtures = {path.name[:2]: json.loads(path.read_text(encoding="utf-8")) for path in FIXTURE_DIR.glob("[0-9][0-9]-*.json")}
@@ -1374,10 +1450,20 @@ def main(argv: list[str]) -> int:
     except OSError as error:
         sys.stderr.write(f"infisical-test-server: cannot listen on {options.host} port {options.port}: {error}\n")
         return 1
+    scheme = "http"
+    if options.tls_cert:
+        try:
+            serve_tls(server, options.tls_cert, options.tls_key)
+        except (OSError, ssl.SSLError) as error:
+            sys.stderr.write(f"infisical-test-server: cannot load --tls-cert {options.tls_cert} or --tls-key {options.tls_key}: {error}\n")
+            return 2
+        scheme = "https"
     signal.signal(signal.SIGTERM, stop_on_signal)
     signal.signal(signal.SIGINT, stop_on_signal)
+    if options.exit_with_stdin:
+        threading.Thread(target=exit_when_stdin_closes, daemon=True).start()
     host = f"[{options.host}]" if ":" in options.host else options.host
-    print(f"listening on http://{host}:{server.server_address[1]}", flush=True)
+    print(f"listening on {scheme}://{host}:{server.server_address[1]}", flush=True)
     if options.verbose:
         secret_count = sum(len(folder.secrets) for project in projects for folder in project.folders.values())
         sys.stderr.write(f"infisical-test-server: serving {len(projects)} project(s), {secret_count} secrets\n")

@@ -8,6 +8,7 @@ http.client and exits non-zero with the list of failed checks.
 
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import socket
@@ -50,6 +51,7 @@ class Server:
         self.process = subprocess.Popen(
             [sys.executable, str(SERVER), *arguments], stdout=subprocess.PIPE, text=True
         )
+        atexit.register(self.process.kill)  # no-op once the process has exited
         line = self.process.stdout.readline().strip()
         assert line.startswith("listening on http://"), line
         self.host, _, port = line.removeprefix("listening on http://").rpartition(":")
@@ -92,10 +94,6 @@ class Server:
 
 def without_volatile(body: dict) -> dict:
     return {key: value for key, value in body.items() if key != "reqId"}
-
-
-def secret_triples(secrets: list[dict]) -> list[tuple]:
-    return sorted((s.get("secretPath"), s["environment"], s["secretKey"], s["secretValue"]) for s in secrets)
 
 
 def list_query(**extra) -> dict:
@@ -144,7 +142,8 @@ def check_listings(server: Server, token: str) -> None:
     check(status == 304 and body == b"", "If-None-Match answers 304")
 
     all_flags = list_query(include_imports="true", recursive="true", expandSecretReferences="true")
-    for version, query in (("v3", all_flags), ("v4", {**all_flags, "projectId": all_flags.pop("workspaceId")})):
+    v4_flags = {key: value for key, value in all_flags.items() if key != "workspaceId"}
+    for version, query in (("v3", all_flags), ("v4", {**v4_flags, "projectId": PROJECT_ID})):
         path = "/api/v3/secrets/raw" if version == "v3" else "/api/v4/secrets"
         status, body = server.json("GET", path, query=query, token=token)
         expected = fixture("14")
@@ -243,12 +242,14 @@ def check_faults() -> None:
                     "--fail", "list=resetx1", "--fail", "list=htmlx1", "--fail", "list=truncatedx1",
                     "--fail", "list=notjsonx1", "--fail", "list=stallx1", "--fail", "list=hangx1",
                     "--fail", "list=oversizex1", "--oversize-bytes", "5000000", "--delay", "login=0.3")
+
     status, headers, body = server.request("GET", list_path, token="ready")
     check(status == 503 and json.loads(body)["statusCode"] == 503, "fault 503")
     status, headers, body = server.request("GET", list_path, token="ready")
     check(status == 429 and headers["Retry-After"] == "7" and json.loads(body)["message"].endswith("try again in 7 seconds"), "fault 429 with Retry-After")
     received, ending = raw_exchange(server, list_path)
     check(received == b"" and ending == "reset", "fault reset sends RST")
+
     server.connection = server.connect()
     status, headers, body = server.request("GET", list_path, token="ready")
     check(status == 200 and headers["Content-Type"].startswith("text/html"), "fault html")
@@ -256,16 +257,19 @@ def check_faults() -> None:
     check(status == 200 and len(body) == len(fixture_bytes("10")) // 2, "fault truncated halves the body")
     status, headers, body = server.request("GET", list_path, token="ready")
     check(status == 200 and body == b"OK" and headers["Content-Type"].startswith("application/json"), "fault notjson")
+
     received, ending = raw_exchange(server, list_path, read_timeout=1.0)
     check(received.startswith(b"HTTP/1.1 200") and ending == "timeout", "fault stall sends head and stops")
     received, ending = raw_exchange(server, list_path, read_timeout=1.0)
     check(received == b"" and ending == "timeout", "fault hang never answers")
     received, ending = raw_exchange(server, list_path, read_timeout=5.0)
     check(len(received) > 5_000_000 and received.endswith(b'"}'), "fault oversize streams the whole body")
+
     server.connection = server.connect()
     started = time.monotonic()
     server.login()
     check(time.monotonic() - started >= 0.3, "delay on login")
+
     status, entries = server.json("GET", "/__test/requests")
     check([entry["status"] for entry in entries[:9]] == [503, 429, None, 200, 200, 200, 200, None, 200], "log records fault statuses")
     check(server.stop() == 0, "exit status 0 after SIGTERM")
@@ -280,6 +284,21 @@ def check_rate_limit() -> None:
     check(headers["retry-after"] == headers["x-ratelimit-reset"] and json.loads(body)["message"].endswith(f"try again in {headers['retry-after']} seconds"), "429 names the wait")
     status, _, _ = server.request("GET", "/__test/requests")
     check(status == 200, "test routes are not rate limited")
+    server.stop()
+
+
+def check_required_header() -> None:
+    server = Server("--require-header", "X-Tenant=acme", "--require-header", "X-Single=it's=fine")
+    status, body = server.login()
+    check(status == 403 and "X-Tenant" in body["message"], "--require-header rejects a request without the header")
+    server.connection.close()
+    server.connection = server.connect()
+    status, _, _ = server.request("POST", "/api/v1/auth/universal-auth/login",
+                                  body={"clientId": CLIENT_ID, "clientSecret": CLIENT_SECRET},
+                                  headers={"X-Tenant": "acme", "X-Single": "it's=fine"})
+    check(status == 200, "--require-header accepts the exact header values")
+    status, entries = server.json("GET", "/__test/requests")
+    check([entry["status"] for entry in entries] == [403, 200], "--require-header rejections are logged")
     server.stop()
 
 
@@ -348,6 +367,7 @@ def main() -> int:
     check_no_v4()
     check_faults()
     check_rate_limit()
+    check_required_header()
     check_data_file()
     check_generate()
     check_ipv6()
