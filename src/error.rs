@@ -51,13 +51,6 @@ impl Error {
         Error::new(Kind::Usage, message)
     }
 
-    /// Prefixes the message with the step that failed, as in
-    /// "failed to log in: ...".
-    pub fn context(mut self, step: &str) -> Self {
-        self.message = format!("{step}: {}", self.message);
-        self
-    }
-
     /// Returns the documented exit code for this failure.
     pub fn exit_code(&self) -> u8 {
         match self.kind {

@@ -6,6 +6,9 @@
 //! runs. That way the shim observes the dispositions it really inherited and
 //! hands them to the child unchanged.
 #![cfg_attr(not(test), no_main)]
+#![warn(clippy::unwrap_used)]
+// Unit tests build without the C entry point, so most items look unused there.
+#![cfg_attr(test, allow(dead_code))]
 
 mod api;
 mod cli;
@@ -26,6 +29,8 @@ use std::ffi::{c_char, c_int, CStr};
 /// test harness's own `main` instead.
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
+// The C runtime is the only caller, and it passes valid pointers.
+#[allow(clippy::not_unsafe_ptr_arg_deref)]
 pub extern "C" fn main(argc: c_int, argv: *const *const c_char) -> c_int {
     // Signals are blocked before anything else, so that no thread started
     // later can receive them and a stop signal during start-up is not lost.
