@@ -1,8 +1,8 @@
 //! The scripting commands `get` and `export`. Both list the secrets once,
 //! with the same merging of imports and paths as `run`. `get` prints chosen
-//! values raw; `export` encodes every secret for another tool (dotenv files,
+//! values raw. `export` encodes every secret for another tool (dotenv files,
 //! POSIX `sh`, JSON) and writes it to standard output or, atomically, to a
-//! file. The encoders are pure functions; values never reach the log.
+//! file. The encoders are pure functions, and values never reach the log.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -120,7 +120,7 @@ fn describe_location(fetch: &config::FetchOptions) -> String {
 /// An output format of `export`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
-    /// `KEY='value'` lines for python-dotenv and docker compose `env_file`.
+    /// `KEY="value"` lines for python-dotenv and docker compose `env_file`.
     Dotenv,
     /// Dotenv lines with an `export ` prefix.
     DotenvExport,
@@ -153,15 +153,15 @@ impl Format {
     }
 }
 
-/// Why a format cannot carry a secret. Each reason names the rule, never the
-/// value.
+/// The rule that keeps a format from carrying a secret. Messages name the
+/// rule, never the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
     /// The key is not a POSIX shell variable name.
     ShellName,
     /// The key has a character outside `A-Z a-z 0-9 _ . -`.
     DotenvName,
-    /// The value has a NUL byte, which no environment variable can hold.
+    /// The value has a NUL byte, which no environment variable can contain.
     NulByte,
     /// The value has a `${...}` that python-dotenv would expand.
     Interpolation,
@@ -176,7 +176,7 @@ impl Reason {
                 "the key is not a shell variable name (letters, digits and _, not starting with a digit)"
             }
             Reason::DotenvName => "the key has characters other than letters, digits, '_', '.' and '-'",
-            Reason::NulByte => "the value contains a NUL byte, which an environment variable cannot hold",
+            Reason::NulByte => "the value contains a NUL byte, which an environment variable cannot contain",
             Reason::Interpolation => {
                 "the value contains ${...}, which python-dotenv expands in every value and has no escape for"
             }
@@ -259,8 +259,11 @@ fn rejection_error(format: Format, rejected: &[Rejected]) -> Error {
         .map(|item| format!("{} ({})", item.key, item.reason.describe()))
         .collect();
     let noun = if rejected.len() == 1 { "secret" } else { "secrets" };
+    let only_json = format == Format::Shell || rejected.iter().any(|item| item.reason == Reason::NulByte);
     let hint = if rejected.iter().all(|item| item.reason.is_key_problem()) {
         "rename them, use --format json, or pass --skip-invalid to leave them out with a warning"
+    } else if only_json {
+        "use --format json, or pass --skip-invalid to leave them out with a warning"
     } else {
         "use --format json or shell, or pass --skip-invalid to leave them out with a warning"
     };
@@ -283,8 +286,8 @@ pub fn is_shell_name(key: &str) -> bool {
 
 /// Returns true for a key that both python-dotenv and docker compose read:
 /// ASCII letters, digits, `_`, `.` and `-`. python-dotenv takes any run of
-/// characters other than `=`, `#` and whitespace; compose-go takes letters,
-/// digits, `_ . - [ ]`, so this is the plain-ASCII part of both.
+/// characters other than `=`, `#` and whitespace, and compose-go takes
+/// letters, digits and `_ . - [ ]`. This set is the plain-ASCII part of both.
 pub fn is_dotenv_name(key: &str) -> bool {
     !key.is_empty()
         && key
@@ -310,23 +313,24 @@ pub fn shell_quote(value: &str) -> std::result::Result<String, Reason> {
 /// The two parsers agree on only part of the syntax, so the first of these
 /// forms that fits is used:
 ///
-/// 1. Single quotes, `'...'`, with `'` written as `\'`. Compose expands no
-///    variables there. Both parsers keep a backslash before any other
-///    character, but python-dotenv turns `\\` into `\`, so single quotes
-///    cannot carry a value with a double backslash, a backslash before a
-///    quote, or a final backslash. A carriage return is left out too,
-///    because Python's text mode turns it into a newline.
-/// 2. Double quotes, `"..."`, with `\` as `\\`, `"` as `\"`, newline as `\n`
+/// 1. Double quotes, `"..."`, with `\` as `\\`, `"` as `\"`, newline as `\n`
 ///    and carriage return as `\r`. Not for a value with `$`, because compose
 ///    expands `$NAME` here and python-dotenv has no escape for `$`. Not for
-///    a value ending in a backslash, because python-dotenv reads the `\"`
-///    that ends the value as an escaped quote and runs on into later lines.
-/// 3. Unquoted, for the rest: printable ASCII with inner spaces only, no
-///    `$` or `#`, not starting with a quote. This carries a final backslash.
+///    a value ending in a backslash, because python-dotenv takes the `\"`
+///    that closes it for an escaped quote and reads on into later lines.
+/// 2. Single quotes, `'...'`, with `'` as `\'`; compose expands nothing
+///    here. Both parsers keep a backslash before any other character, but
+///    python-dotenv turns `\\` into `\`, so this form cannot carry a double
+///    backslash, a backslash before a quote or a final backslash. Nor a
+///    carriage return, which Python's text mode turns into a newline.
+/// 3. Unquoted, for the rest: no `$`, `#`, tab, line break or control
+///    character, no space at either end, and no quote first. This form
+///    carries a final backslash.
 ///
-/// Rejected outright: a value containing `${...}` (python-dotenv's pattern
-/// `\$\{[^}:]*(:-[^}]*)?\}`), because python-dotenv expands it in every form,
-/// quoted or not, and has no escape; and a NUL byte.
+/// Two kinds of value are rejected outright. One is a value containing
+/// `${...}` (python-dotenv's pattern `\$\{[^}:]*(:-[^}]*)?\}`), because
+/// python-dotenv expands it in every form, quoted or not, and has no escape.
+/// The other is a value with a NUL byte.
 pub fn dotenv_quote(value: &str) -> std::result::Result<String, Reason> {
     if value.contains('\0') {
         return Err(Reason::NulByte);
@@ -334,29 +338,16 @@ pub fn dotenv_quote(value: &str) -> std::result::Result<String, Reason> {
     if has_python_dotenv_reference(value) {
         return Err(Reason::Interpolation);
     }
-    if fits_single_quotes(value) {
-        return Ok(format!("'{}'", value.replace('\'', r"\'")));
-    }
     if fits_double_quotes(value) {
         return Ok(double_quote(value));
+    }
+    if fits_single_quotes(value) {
+        return Ok(format!("'{}'", value.replace('\'', r"\'")));
     }
     if fits_unquoted(value) {
         return Ok(value.to_string());
     }
     Err(Reason::NoQuoting)
-}
-
-/// Returns true when a backslash is followed by a backslash, a quote or the
-/// end of the value, the cases where the parsers read single quotes apart.
-fn fits_single_quotes(value: &str) -> bool {
-    if value.contains('\r') {
-        return false;
-    }
-    let bytes = value.as_bytes();
-    !bytes
-        .iter()
-        .enumerate()
-        .any(|(index, &byte)| byte == b'\\' && matches!(bytes.get(index + 1), None | Some(b'\\' | b'\'')))
 }
 
 fn fits_double_quotes(value: &str) -> bool {
@@ -379,15 +370,31 @@ fn double_quote(value: &str) -> String {
     quoted
 }
 
+/// Returns false when a backslash is followed by a backslash, a quote or the
+/// end of the value, the cases where the parsers read single quotes apart,
+/// or when the value has a carriage return.
+fn fits_single_quotes(value: &str) -> bool {
+    if value.contains('\r') {
+        return false;
+    }
+    let bytes = value.as_bytes();
+    !bytes
+        .iter()
+        .enumerate()
+        .any(|(index, &byte)| byte == b'\\' && matches!(bytes.get(index + 1), None | Some(b'\\' | b'\'')))
+}
+
 fn fits_unquoted(value: &str) -> bool {
-    let Some(first) = value.chars().next() else {
+    let (Some(first), Some(last)) = (value.chars().next(), value.chars().last()) else {
         return false;
     };
-    !matches!(first, '\'' | '"' | ' ')
-        && !value.ends_with(' ')
+    let plain = |character: char| !character.is_whitespace() && !character.is_control();
+    plain(first)
+        && plain(last)
+        && !matches!(first, '\'' | '"')
         && value
             .chars()
-            .all(|character| (character.is_ascii_graphic() || character == ' ') && !matches!(character, '$' | '#'))
+            .all(|character| (character == ' ' || plain(character)) && !matches!(character, '$' | '#'))
 }
 
 /// Returns true when python-dotenv's interpolation pattern
@@ -491,23 +498,26 @@ mod tests {
     }
 
     #[test]
-    fn dotenv_prefers_single_quotes() {
-        assert_eq!(dotenv_quote("plain").unwrap(), "'plain'");
-        assert_eq!(dotenv_quote("").unwrap(), "''");
-        assert_eq!(dotenv_quote("it's $HOME").unwrap(), r"'it\'s $HOME'");
-        assert_eq!(dotenv_quote("a\nb # c").unwrap(), "'a\nb # c'");
-        assert_eq!(dotenv_quote(r"C:\dir\file").unwrap(), r"'C:\dir\file'");
-        assert_eq!(dotenv_quote("  padded  ").unwrap(), "'  padded  '");
-        assert_eq!(dotenv_quote("$5 and $$").unwrap(), "'$5 and $$'");
+    fn dotenv_prefers_double_quotes() {
+        assert_eq!(dotenv_quote("plain").unwrap(), r#""plain""#);
+        assert_eq!(dotenv_quote("").unwrap(), r#""""#);
+        assert_eq!(dotenv_quote("it's \"quoted\"").unwrap(), r#""it's \"quoted\"""#);
+        assert_eq!(dotenv_quote("a\nb # c").unwrap(), r#""a\nb # c""#);
+        assert_eq!(dotenv_quote("a\r\nb").unwrap(), r#""a\r\nb""#);
+        assert_eq!(dotenv_quote(r"\\server\share").unwrap(), r#""\\\\server\\share""#);
+        assert_eq!(dotenv_quote(r#"say \"hi\""#).unwrap(), r#""say \\\"hi\\\"""#);
+        assert_eq!(dotenv_quote(r"it\'s").unwrap(), r#""it\\'s""#);
+        assert_eq!(dotenv_quote("  padded\t").unwrap(), "\"  padded\t\"");
+        assert_eq!(dotenv_quote("héllo ✓ 🚀").unwrap(), "\"héllo ✓ 🚀\"");
     }
 
     #[test]
-    fn dotenv_double_quotes_backslash_runs() {
-        assert_eq!(dotenv_quote(r"\\server\share").unwrap(), r#""\\\\server\\share""#);
-        assert_eq!(dotenv_quote(r#"a\\b "q""#).unwrap(), r#""a\\\\b \"q\"""#);
-        assert_eq!(dotenv_quote(r#"say \"hi\""#).unwrap(), r#"'say \"hi\"'"#);
-        assert_eq!(dotenv_quote("a\r\nb").unwrap(), r#""a\r\nb""#);
-        assert_eq!(dotenv_quote(r"it\'s").unwrap(), r#""it\\'s""#);
+    fn dotenv_single_quotes_dollar() {
+        assert_eq!(dotenv_quote("$HOME").unwrap(), "'$HOME'");
+        assert_eq!(dotenv_quote("it's $5 and $$").unwrap(), r"'it\'s $5 and $$'");
+        assert_eq!(dotenv_quote("$x\nnext \"q\"").unwrap(), "'$x\nnext \"q\"'");
+        assert_eq!(dotenv_quote(r"C:\$dir\file").unwrap(), r"'C:\$dir\file'");
+        assert_eq!(dotenv_quote("${unclosed").unwrap(), "'${unclosed'");
     }
 
     #[test]
@@ -515,6 +525,7 @@ mod tests {
         assert_eq!(dotenv_quote(r"C:\dir\").unwrap(), r"C:\dir\");
         assert_eq!(dotenv_quote(r"a b\").unwrap(), r"a b\");
         assert_eq!(dotenv_quote("\\").unwrap(), "\\");
+        assert_eq!(dotenv_quote(r"it's\").unwrap(), r"it's\");
     }
 
     #[test]
@@ -543,9 +554,9 @@ mod tests {
     fn encode_sorts_and_prefixes() {
         let secrets = entries(&[("B", "2"), ("A", "1")]);
         let dotenv = encode(Format::Dotenv, &secrets).unwrap();
-        assert_eq!(dotenv.text, "A='1'\nB='2'\n");
+        assert_eq!(dotenv.text, "A=\"1\"\nB=\"2\"\n");
         let exported = encode(Format::DotenvExport, &secrets).unwrap();
-        assert_eq!(exported.text, "export A='1'\nexport B='2'\n");
+        assert_eq!(exported.text, "export A=\"1\"\nexport B=\"2\"\n");
         let shell = encode(Format::Shell, &secrets).unwrap();
         assert_eq!(shell.text, "export A='1'\nexport B='2'\n");
         assert_eq!(shell.written, 2);
@@ -558,7 +569,7 @@ mod tests {
         assert_eq!(shell.text, "export OK='v'\nexport REF='${X}'\n");
         assert_eq!(shell.rejected, vec![Rejected { key: "my-dashed-key".into(), reason: Reason::ShellName }]);
         let dotenv = encode(Format::Dotenv, &secrets).unwrap();
-        assert_eq!(dotenv.text, "OK='v'\nmy-dashed-key='v'\n");
+        assert_eq!(dotenv.text, "OK=\"v\"\nmy-dashed-key=\"v\"\n");
         assert_eq!(dotenv.rejected, vec![Rejected { key: "REF".into(), reason: Reason::Interpolation }]);
     }
 
@@ -587,6 +598,18 @@ mod tests {
         assert_eq!(error.kind, Kind::Config);
         assert!(error.message.contains("TOKEN_REF"), "{}", error.message);
         assert!(error.message.contains("--skip-invalid"), "{}", error.message);
+        assert!(error.message.contains("json or shell"), "{}", error.message);
+    }
+
+    #[test]
+    fn rejection_hint_skips_current_format() {
+        let rejected = vec![Rejected { key: "BINARY".into(), reason: Reason::NulByte }];
+        let error = rejection_error(Format::Shell, &rejected);
+        assert!(error.message.contains("use --format json,"), "{}", error.message);
+        assert!(!error.message.contains("json or shell"), "{}", error.message);
+        let renamed = vec![Rejected { key: "my-key".into(), reason: Reason::ShellName }];
+        let error = rejection_error(Format::Shell, &renamed);
+        assert!(error.message.contains("rename them"), "{}", error.message);
     }
 
     #[test]
