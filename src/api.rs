@@ -19,6 +19,8 @@ use crate::{debug, info};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-request limit covering the response headers and each body read.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// The least time left before the deadline that is still worth a try.
+const MIN_LAST_TRY: Duration = Duration::from_millis(200);
 /// Responses larger than this are rejected; 10,000 secrets take about 4 MB.
 pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -74,11 +76,6 @@ struct LoginResponse {
 }
 
 #[derive(Debug, Deserialize)]
-struct OneSecret {
-    secret: RawSecret,
-}
-
-#[derive(Debug, Deserialize)]
 struct ProjectResponse {
     workspace: Project,
 }
@@ -111,7 +108,6 @@ struct ErrorBody {
 pub enum Operation {
     Login,
     ListSecrets,
-    GetSecret,
     GetProject,
     Revoke,
 }
@@ -121,7 +117,6 @@ impl Operation {
         match self {
             Operation::Login => "failed to log in",
             Operation::ListSecrets => "failed to list secrets",
-            Operation::GetSecret => "failed to get secret",
             Operation::GetProject => "failed to read the project",
             Operation::Revoke => "failed to revoke the token",
         }
@@ -166,7 +161,11 @@ impl Client {
         let api_url = connection.api_url.as_str();
         let https = api_url.starts_with("https://") || proxy_variables_set();
         let tls = tls_config(https, connection.ca_cert.as_deref())?;
-        let http = HttpClient::builder()
+        let mut builder = HttpClient::builder();
+        if no_proxy_for_any_host() {
+            builder = builder.no_proxy();
+        }
+        let http = builder
             .tls_backend_preconfigured(tls)
             .connect_timeout(CONNECT_TIMEOUT)
             .timeout(REQUEST_TIMEOUT)
@@ -228,7 +227,8 @@ impl Client {
             let reply = self.send_unchecked(authorized(request, token), "GET", &url, Operation::ListSecrets)?;
             if !is_route_not_found(&reply) {
                 let url = describe_url(&url, query);
-                check_status(&reply, "GET", &url, Operation::ListSecrets)?;
+                check_status(&reply, "GET", &url, Operation::ListSecrets)
+                    .map_err(|error| self.note_attempts(error, reply.attempts))?;
                 return parse_json(&reply, "GET", &url, Operation::ListSecrets);
             }
             info!("the server has no v4 API; using /api/v3/secrets/raw from now on");
@@ -239,30 +239,6 @@ impl Client {
         let described = describe_url(&url, query);
         let reply = self.send(authorized(request, token), "GET", &described, Operation::ListSecrets)?;
         parse_json(&reply, "GET", &described, Operation::ListSecrets)
-    }
-
-    /// Fetches one secret by name; `Ok(None)` when the server has no such
-    /// secret.
-    pub fn get_secret(&self, token: &Secret, name: &str, query: &ListQuery<'_>) -> Result<Option<RawSecret>> {
-        let encoded = encode_path_segment(name);
-        let (url, project_key) = if self.v3_only.get() {
-            (format!("{}/v3/secrets/raw/{encoded}", self.api_url), "workspaceId")
-        } else {
-            (format!("{}/v4/secrets/{encoded}", self.api_url), "projectId")
-        };
-        let request = self.http.get(&url).query(&list_parameters(query, project_key));
-        let reply = self.send_unchecked(authorized(request, token), "GET", &url, Operation::GetSecret)?;
-        if is_route_not_found(&reply) && !self.v3_only.get() {
-            info!("the server has no v4 API; using /api/v3/secrets/raw from now on");
-            self.v3_only.set(true);
-            return self.get_secret(token, name, query);
-        }
-        if reply.status == 404 {
-            return Ok(None);
-        }
-        check_status(&reply, "GET", &url, Operation::GetSecret)?;
-        let one: OneSecret = parse_json(&reply, "GET", &url, Operation::GetSecret)?;
-        Ok(Some(one.secret))
     }
 
     /// Returns the environment slugs of a project, to explain an empty
@@ -326,7 +302,8 @@ impl Client {
     /// Sends once; a failure comes with whether it is worth retrying.
     fn try_once(&self, request: RequestBuilder, method: &str, url: &str, operation: Operation) -> std::result::Result<Reply, (Error, bool)> {
         let response = request.send().map_err(|error| {
-            let retryable = error.is_connect() || error.is_timeout() || error.is_request() && tls_problem(&error).is_none();
+            let retryable =
+                tls_problem(&error).is_none() && (error.is_connect() || error.is_timeout() || error.is_request());
             (transport_error(&error, method, url, operation), retryable)
         })?;
         let status = response.status().as_u16();
@@ -358,9 +335,10 @@ impl Client {
         match reply.status {
             429 => {
                 let told = rate_limit_wait(reply).unwrap_or_else(|| self.backoff(attempt));
-                // Spread the retries of clients told the same time over a
-                // fifth of it, so they do not all return at once.
-                let spread = told.mul_f64(0.2).max(Duration::from_millis(500));
+                // Spread the retries of clients given the same wait over a
+                // fifth of it (at most 5 s), so they do not all return at
+                // once and the last of them is not delayed much.
+                let spread = told.mul_f64(0.2).clamp(Duration::from_millis(500), Duration::from_secs(5));
                 Some(told + spread.mul_f64(self.next_fraction()))
             }
             502..=504 => Some(self.backoff(attempt)),
@@ -378,10 +356,15 @@ impl Client {
     /// Logs and sleeps before a retry; returns false when the wait would
     /// pass the deadline, so the caller gives up.
     fn wait_before_retry(&self, wait: Duration, method: &str, url: &str, reason: &str, attempt: u32) -> bool {
+        let mut wait = wait;
         if let Some(deadline) = self.deadline {
-            if Instant::now() + wait > deadline {
+            // Near the deadline, the last try happens just before it rather
+            // than not at all.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < MIN_LAST_TRY {
                 return false;
             }
+            wait = wait.min(left - MIN_LAST_TRY / 2);
         }
         info!(
             "{method} {url} failed ({}); retrying in {:.1} s (attempt {} next)",
@@ -676,12 +659,7 @@ fn tls_problem(error: &reqwest::Error) -> Option<String> {
 
     let mut current: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(error) = current {
-        let tls = error.downcast_ref::<rustls::Error>().or_else(|| {
-            error
-                .downcast_ref::<std::io::Error>()
-                .and_then(|io| io.get_ref())
-                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        });
+        let tls = find_rustls_error(error);
         if let Some(rustls::Error::InvalidCertificate(problem)) = tls {
             let fix = "pass the CA certificate that signed it with --ca-cert or INFISICAL_CA_CERT_FILE";
             return Some(match problem {
@@ -705,6 +683,18 @@ fn tls_problem(error: &reqwest::Error) -> Option<String> {
     None
 }
 
+/// Finds a rustls error in `error` or in the `io::Error`s it wraps, because
+/// `io::Error::source` skips the error it wraps, and hyper-rustls wraps
+/// rustls's error in two of them.
+fn find_rustls_error<'a>(mut error: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(tls) = error.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        error = error.downcast_ref::<std::io::Error>()?.get_ref()?;
+    }
+}
+
 /// Formats an error with its sources, skipping repeats.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut parts: Vec<String> = Vec::new();
@@ -717,6 +707,15 @@ fn chain(error: &dyn std::error::Error) -> String {
         current = error.source();
     }
     parts.join(": ")
+}
+
+/// Tells whether NO_PROXY is `*`, which reqwest's matcher applies to host
+/// names but not to IP addresses.
+fn no_proxy_for_any_host() -> bool {
+    ["NO_PROXY", "no_proxy"]
+        .iter()
+        .find_map(|name| std::env::var(name).ok().filter(|value| !value.is_empty()))
+        .is_some_and(|value| value.trim() == "*")
 }
 
 fn proxy_variables_set() -> bool {

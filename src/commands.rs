@@ -127,7 +127,7 @@ fn check_environment(client: &Client, token: &Secret, fetch: &FetchOptions) -> R
         )));
     }
     warn!(
-        "no secrets found in environment {} at {}; starting anyway",
+        "no secrets found in environment {} at {}",
         fetch.environment,
         fetch.paths.join(", ")
     );
@@ -162,7 +162,7 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
     let config = config::run_config(args, &environment)?;
     log::set_max_level(config.connection.log_level);
     if config.mode == RunMode::Build {
-        warn_build_argument(&config.credentials);
+        warn_build_argument(&config.credentials, &environment);
     }
     let fetch = config.fetch.clone();
     let secrets = fetch_abortable(signals, config.connection.clone(), config.credentials.clone(), fetch.clone())
@@ -210,17 +210,26 @@ fn start_command(
     if config.mode == RunMode::Supervise {
         supervise::leave_working_directory();
     }
-    Ok(supervise::supervise(child.pid, signals, &config.supervision, child.has_terminal))
+    Ok(supervise::supervise(&child, signals, &config.supervision))
 }
 
 /// Warns that a token passed as a build argument is recorded in the image
 /// history.
-fn warn_build_argument(credentials: &Credentials) {
+fn warn_build_argument(credentials: &Credentials, environment: &Environment) {
     if let Credentials::Token { source, from_environment: true, .. } = credentials {
         warn!(
             "the access token comes from {source}; if it is a build argument, `docker history` records it \
              in the image: mount it as a secret instead (RUN --mount=type=secret,id=infisical_token)"
         );
+    }
+    if let Credentials::UniversalAuth { .. } = credentials {
+        if environment.get("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET").is_some() {
+            warn!(
+                "the client secret comes from INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET; if it is a build argument, \
+                 `docker history` records it in the image: mount it as a secret and set \
+                 INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET_FILE instead"
+            );
+        }
     }
 }
 

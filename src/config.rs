@@ -85,6 +85,15 @@ impl Environment {
         }
     }
 
+    /// Returns true when `name` exists with an empty value.
+    pub fn is_set_but_empty(&self, name: &str) -> bool {
+        self.variables
+            .iter()
+            .rev()
+            .find(|(key, _)| key == OsStr::new(name))
+            .is_some_and(|(_, value)| value.is_empty())
+    }
+
     /// Reads the setting `name` from the variable itself or from the file
     /// named by `name_FILE`, with the file's trailing newline removed.
     pub fn get_with_file(&self, name: &str) -> Result<Option<Setting>> {
@@ -348,6 +357,15 @@ fn log_level(flag: Option<&str>, silent: bool, env: &Environment) -> Result<Leve
 }
 
 pub fn connection(flags: cli::ConnectionFlags<'_>, env: &Environment) -> Result<Connection> {
+    // An empty domain is more likely a script bug than a request for the
+    // default, and the default is a real server on the internet.
+    for name in ["INFISICAL_DOMAIN", "INFISICAL_API_URL"] {
+        if env.is_set_but_empty(name) && flags.domain.is_none() {
+            return Err(Error::config(format!(
+                "{name} is set but empty: set it to the server's URL, or unset it to use {DEFAULT_DOMAIN}"
+            )));
+        }
+    }
     let domain = flags
         .domain
         .or_else(|| env.get("INFISICAL_DOMAIN"))

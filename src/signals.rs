@@ -40,6 +40,15 @@ pub struct Inherited {
     pub sigpipe: SigAction,
 }
 
+/// A signal read from the signalfd.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    pub number: i32,
+    /// True when the kernel raised it, as a terminal does for Ctrl-C, rather
+    /// than a process calling `kill`.
+    pub from_kernel: bool,
+}
+
 pub struct Signals {
     fd: Option<SignalFd>,
     pub inherited: Inherited,
@@ -73,13 +82,21 @@ impl Signals {
     /// Waits for the next signal; returns its number. Blocks without using
     /// CPU.
     pub fn read(&self) -> Option<i32> {
+        self.read_received().map(|received| received.number)
+    }
+
+    /// Waits for the next signal; returns it with where it came from.
+    pub fn read_received(&self) -> Option<Received> {
         let Some(fd) = &self.fd else {
             warn!("failed to open a signalfd; signals are not handled");
             std::thread::sleep(std::time::Duration::from_secs(1));
             return None;
         };
         match fd.read_signal() {
-            Ok(Some(info)) => i32::try_from(info.ssi_signo).ok(),
+            Ok(Some(info)) => Some(Received {
+                number: i32::try_from(info.ssi_signo).ok()?,
+                from_kernel: info.ssi_code == nix::libc::SI_KERNEL,
+            }),
             Ok(None) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => None,
             Err(error) => {
                 warn!("failed to read a signal: {error}");
@@ -89,9 +106,9 @@ impl Signals {
     }
 
     /// Waits up to `timeout` (forever when `None`) for the next signal.
-    pub fn read_timeout(&self, timeout: Option<std::time::Duration>) -> Option<i32> {
+    pub fn read_timeout(&self, timeout: Option<std::time::Duration>) -> Option<Received> {
         let Some(limit) = timeout else {
-            return self.read();
+            return self.read_received();
         };
         let Some(fd) = &self.fd else {
             std::thread::sleep(limit);
@@ -102,7 +119,7 @@ impl Signals {
         let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX)) {
             Ok(0) => None,
-            Ok(_) => self.read(),
+            Ok(_) => self.read_received(),
             Err(Errno::EINTR) => None,
             Err(error) => {
                 debug!("poll failed: {error}");

@@ -84,6 +84,8 @@ pub struct Started {
     pub pid: Pid,
     /// Whether the child's group was made the terminal's foreground group.
     pub has_terminal: bool,
+    /// Whether the child leads a process group of its own.
+    pub own_group: bool,
 }
 
 /// Starts the command as a child.
@@ -94,7 +96,7 @@ pub fn spawn(argv: &[String], environment: &[(OsString, OsString)], inherited: I
         .map_err(|error| exec_error(&argv[0], &error))?;
     let pid = Pid::from_raw(child.id() as i32);
     debug!("started {} as pid {pid}", argv[0]);
-    Ok(Started { pid, has_terminal })
+    Ok(Started { pid, has_terminal, own_group: mode == RunMode::Supervise })
 }
 
 /// Replaces this process with the command; returns only on failure.
@@ -136,6 +138,8 @@ struct Supervisor<'a> {
     terminal: bool,
     /// When the child gets SIGKILL, set by `--stop-timeout`.
     kill_deadline: Option<Instant>,
+    /// Whether the child is in the shim's own process group (build mode).
+    shares_group: bool,
 }
 
 /// Forwards signals to the child and reaps zombies until the child ends;
@@ -144,8 +148,15 @@ struct Supervisor<'a> {
 ///
 /// From here on nothing aborts: every failure is logged and supervision
 /// goes on, because the child must never be left without its init.
-pub fn supervise(child: Pid, signals: &Signals, options: &Supervision, terminal: bool) -> u8 {
-    let mut supervisor = Supervisor { child, options, signals, terminal, kill_deadline: None };
+pub fn supervise(child: &Started, signals: &Signals, options: &Supervision) -> u8 {
+    let mut supervisor = Supervisor {
+        child: child.pid,
+        options,
+        signals,
+        terminal: child.has_terminal,
+        kill_deadline: None,
+        shares_group: !child.own_group,
+    };
     let code = supervisor.run();
     if options.kill_group {
         supervisor.drain_group();
@@ -160,8 +171,14 @@ impl Supervisor<'_> {
             // A SIGCHLD that arrived before this loop is still pending, so
             // an early exit is never missed.
             match self.signals.read_timeout(wait) {
-                Some(nix::libc::SIGCHLD) | None => {}
-                Some(signal) => self.handle(signal),
+                None => {}
+                Some(received) if received.number == nix::libc::SIGCHLD => {}
+                // A terminal signals its whole foreground group, and in build
+                // mode the child is in the shim's group, so it already has it.
+                Some(received) if received.from_kernel && self.shares_group => {
+                    debug!("not forwarding {}: the child got it from the terminal", signals::name(received.number));
+                }
+                Some(received) => self.handle(received.number),
             }
             if self.kill_deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 warn!("the command is still running after --stop-timeout; sending SIGKILL");

@@ -138,6 +138,9 @@ impl Drop for TestServer {
 pub fn shim() -> Command {
     let mut command = Command::new(binary());
     command.env_clear();
+    // A test that forgets to name its server reaches a closed loopback port
+    // instead of the binary's default, Infisical Cloud.
+    command.env("INFISICAL_DOMAIN", "http://127.0.0.1:9");
     for name in ["PATH", "HOME", "LANG"] {
         if let Some(value) = std::env::var_os(name) {
             command.env(name, value);
