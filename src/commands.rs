@@ -12,7 +12,7 @@ use crate::config::{self, Connection, Credentials, Environment, FetchOptions, Ru
 use crate::error::{Error, Kind, Result};
 use crate::secrets::{merge_listing, SecretSet};
 use crate::signals::Signals;
-use crate::{env, log, supervise};
+use crate::{env, log, spawn, supervise};
 use crate::{debug, info, warn};
 
 /// Parses the arguments and runs the chosen subcommand.
@@ -168,18 +168,11 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
     let secrets = fetch_abortable(signals, config.connection.clone(), config.credentials.clone(), fetch.clone())
         .map_err(|error| explain_build_token_error(error, &config))?;
     let count = secrets.len();
-    let child_environment = env::child_environment(&environment.variables, secrets.entries())?;
-    drop(secrets);
-    drop(environment);
+    let child_environment = env::child_environment(environment.variables, secrets.into_entries())?;
     for key in &child_environment.dropped {
         warn!("secret {key} not injected: the name is reserved for the system");
     }
-    let arg_max = nix::unistd::sysconf(nix::unistd::SysconfVar::ARG_MAX)
-        .ok()
-        .flatten()
-        .and_then(|limit| usize::try_from(limit).ok())
-        .unwrap_or(2 * 1024 * 1024);
-    env::check_total_size(&config.command, &child_environment.variables, arg_max)?;
+    env::check_total_size(&config.command, &child_environment.entries, env::exec_size_limit())?;
     info!(
         "injected {} secrets from project {}, environment {}, path {}",
         count - child_environment.dropped.len(),
@@ -187,7 +180,7 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
         fetch.environment,
         fetch.paths.join(", ")
     );
-    start_command(&config, child_environment.variables, signals)
+    start_command(&config, child_environment.entries, signals)
 }
 
 /// Starts the command in the chosen mode and, unless it replaced this
@@ -195,17 +188,17 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
 /// child has its copy, which keeps the idle supervisor small.
 fn start_command(
     config: &config::RunConfig,
-    variables: Vec<(std::ffi::OsString, std::ffi::OsString)>,
+    variables: Vec<std::ffi::CString>,
     signals: &Signals,
 ) -> Result<u8> {
     let argv = &config.command;
     if config.mode == RunMode::Exec {
-        return Err(supervise::exec(argv, &variables, signals.inherited));
+        return Err(spawn::exec(argv, &variables, signals.inherited));
     }
     if config.mode == RunMode::Supervise {
         supervise::become_subreaper();
     }
-    let child = supervise::spawn(argv, &variables, signals.inherited, config.mode)?;
+    let child = spawn::spawn(argv, &variables, signals.inherited, config.mode)?;
     drop(variables);
     if config.mode == RunMode::Supervise {
         supervise::leave_working_directory();

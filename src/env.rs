@@ -3,8 +3,8 @@
 //! `execve` accepts. Pure: it never calls `set_var` or starts processes.
 
 use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::os::unix::ffi::OsStrExt;
+use std::ffi::{CString, OsStr, OsString};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 use crate::config::CREDENTIAL_VARIABLES;
 use crate::error::{Error, Result};
@@ -34,10 +34,11 @@ pub fn is_credential(name: &OsStr) -> bool {
     })
 }
 
-/// The environment for the child and the reserved keys that were dropped.
+/// The environment for the child, as the `NAME=value` strings `execve`
+/// takes, and the reserved keys that were dropped.
 #[derive(Debug)]
 pub struct ChildEnvironment {
-    pub variables: Vec<(OsString, OsString)>,
+    pub entries: Vec<CString>,
     pub dropped: Vec<String>,
 }
 
@@ -66,24 +67,25 @@ pub fn check_secret(key: &str, value: &str) -> Result<()> {
 }
 
 /// Writes the secrets over `inherited`, leaving out the shim's credentials
-/// and any secret with a reserved name.
-pub fn child_environment(inherited: &[(OsString, OsString)], secrets: &[(String, String)]) -> Result<ChildEnvironment> {
+/// and any secret with a reserved name. Takes both by value so each value is
+/// moved, and copied only once, into its `NAME=value` string.
+pub fn child_environment(inherited: Vec<(OsString, OsString)>, secrets: Vec<(String, String)>) -> Result<ChildEnvironment> {
     let mut variables: Vec<(OsString, OsString)> = Vec::with_capacity(inherited.len() + secrets.len());
     let mut index: HashMap<OsString, usize> = HashMap::with_capacity(inherited.len() + secrets.len());
     for (name, value) in inherited {
-        if is_credential(name) {
+        if is_credential(&name) || index.contains_key(&name) {
             continue;
         }
         index.insert(name.clone(), variables.len());
-        variables.push((name.clone(), value.clone()));
+        variables.push((name, value));
     }
     let mut dropped = Vec::new();
     for (key, value) in secrets {
-        if is_reserved(key) {
-            dropped.push(key.clone());
+        if is_reserved(&key) {
+            dropped.push(key);
             continue;
         }
-        check_secret(key, value)?;
+        check_secret(&key, &value)?;
         let name = OsString::from(key);
         match index.get(&name) {
             Some(&position) => variables[position].1 = OsString::from(value),
@@ -93,32 +95,59 @@ pub fn child_environment(inherited: &[(OsString, OsString)], secrets: &[(String,
             }
         }
     }
-    Ok(ChildEnvironment { variables, dropped })
+    drop(index);
+    let entries = variables.into_iter().filter_map(|(name, value)| entry(name, &value)).collect();
+    Ok(ChildEnvironment { entries, dropped })
 }
 
-/// Checks that the arguments and environment together fit in `ARG_MAX`,
-/// and names the largest secrets when they do not.
-pub fn check_total_size(command: &[String], variables: &[(OsString, OsString)], arg_max: usize) -> Result<()> {
+/// Joins a name and value into `NAME=value`. Inherited variables cannot hold
+/// NUL bytes and secrets were checked, so `None` never happens in practice.
+fn entry(name: OsString, value: &OsStr) -> Option<CString> {
+    let mut bytes = name.into_vec();
+    bytes.reserve_exact(value.len() + 2);
+    bytes.push(b'=');
+    bytes.extend_from_slice(value.as_bytes());
+    CString::new(bytes).ok()
+}
+
+/// Returns the kernel's limit on the total size of the arguments and
+/// environment of `execve`: a quarter of the stack limit, at least 32 pages
+/// and at most 6 MiB (Linux's fs/exec.c). `sysconf(_SC_ARG_MAX)` is no help
+/// here because static musl builds return a fixed 128 KiB.
+pub fn exec_size_limit() -> usize {
+    const KERNEL_MINIMUM: usize = 32 * 4096;
+    const KERNEL_MAXIMUM: usize = 6 * 1024 * 1024;
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_STACK) {
+        Ok((soft, _)) => usize::try_from(soft / 4).unwrap_or(KERNEL_MAXIMUM).clamp(KERNEL_MINIMUM, KERNEL_MAXIMUM),
+        Err(_) => KERNEL_MINIMUM,
+    }
+}
+
+/// Checks that the arguments and environment together fit in `limit`, and
+/// names the largest variables when they do not.
+pub fn check_total_size(command: &[String], entries: &[CString], limit: usize) -> Result<()> {
     let pointer = std::mem::size_of::<usize>();
     let arguments: usize = command.iter().map(|arg| arg.len() + 1 + pointer).sum();
-    let environment: usize = variables
-        .iter()
-        .map(|(name, value)| name.len() + value.len() + 2 + pointer)
-        .sum();
+    let environment: usize = entries.iter().map(|entry| entry.as_bytes().len() + 1 + pointer).sum();
     let total = arguments + environment;
-    if total <= arg_max {
+    if total <= limit {
         return Ok(());
     }
-    let mut largest: Vec<&(OsString, OsString)> = variables.iter().collect();
-    largest.sort_by_key(|(name, value)| std::cmp::Reverse(name.len() + value.len()));
+    let mut largest: Vec<&CString> = entries.iter().collect();
+    largest.sort_by_key(|entry| std::cmp::Reverse(entry.as_bytes().len()));
     let names: Vec<String> = largest
         .iter()
         .take(3)
-        .map(|(name, value)| format!("{} ({} bytes)", name.to_string_lossy(), value.len()))
+        .map(|entry| {
+            let bytes = entry.as_bytes();
+            let name_length = bytes.iter().position(|&byte| byte == b'=').unwrap_or(bytes.len());
+            format!("{} ({} bytes)", String::from_utf8_lossy(&bytes[..name_length]), bytes.len())
+        })
         .collect();
     Err(Error::config(format!(
-        "the command line and environment take {total} bytes, over the system limit of {arg_max} (ARG_MAX); \
-         the largest variables are {}: store large values as files",
+        "the command line and environment take {total} bytes, over the kernel's limit of {limit} bytes \
+         (a quarter of the stack limit, see ulimit -s); the largest variables are {}: store large values \
+         as files or raise the stack limit",
         names.join(", ")
     )))
 }
@@ -129,6 +158,10 @@ mod tests {
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         items.iter().map(|(k, v)| (OsString::from(k), OsString::from(v))).collect()
+    }
+
+    fn entries(items: &[&str]) -> Vec<CString> {
+        items.iter().map(|item| CString::new(*item).unwrap()).collect()
     }
 
     fn secrets(items: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -143,15 +176,15 @@ mod tests {
             ("INFISICAL_PROJECT_ID", "p"),
             ("KEEP", "1"),
         ]);
-        let child = child_environment(&inherited, &[]).unwrap();
-        assert_eq!(child.variables, pairs(&[("INFISICAL_PROJECT_ID", "p"), ("KEEP", "1")]));
+        let child = child_environment(inherited, Vec::new()).unwrap();
+        assert_eq!(child.entries, entries(&["INFISICAL_PROJECT_ID=p", "KEEP=1"]));
     }
 
     #[test]
     fn secrets_override_and_reserved_dropped() {
         let inherited = pairs(&[("PATH", "/bin"), ("A", "old")]);
-        let child = child_environment(&inherited, &secrets(&[("A", "new"), ("PATH", "/evil"), ("LC_ALL", "x"), ("B", "b")])).unwrap();
-        assert_eq!(child.variables, pairs(&[("PATH", "/bin"), ("A", "new"), ("B", "b")]));
+        let child = child_environment(inherited, secrets(&[("A", "new"), ("PATH", "/evil"), ("LC_ALL", "x"), ("B", "b")])).unwrap();
+        assert_eq!(child.entries, entries(&["PATH=/bin", "A=new", "B=b"]));
         assert_eq!(child.dropped, vec!["PATH".to_string(), "LC_ALL".to_string()]);
     }
 
@@ -160,6 +193,20 @@ mod tests {
         let error = check_secret("K", "a\0b").unwrap_err();
         assert!(error.message.contains("secret K (3 bytes)"), "{}", error.message);
         assert!(!error.message.contains("a\0b"));
+    }
+
+    #[test]
+    fn exec_limit_within_kernel_bounds() {
+        let limit = exec_size_limit();
+        assert!((32 * 4096..=6 * 1024 * 1024).contains(&limit), "{limit}");
+    }
+
+    #[test]
+    fn total_size_names_largest() {
+        let big = format!("BIG={}", "x".repeat(1000));
+        let error = check_total_size(&["true".into()], &entries(&[&big, "A=1"]), 500).unwrap_err();
+        assert!(error.message.contains("BIG (1004 bytes)"), "{}", error.message);
+        assert!(check_total_size(&["true".into()], &entries(&["A=1"]), 500).is_ok());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod log;
 mod output;
 mod secrets;
 mod signals;
+mod spawn;
 mod supervise;
 
 #[cfg(not(test))]

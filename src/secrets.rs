@@ -3,10 +3,10 @@
 //! import beats an earlier one; across `--path` options, a later path wins.
 //! Pure: no I/O.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::api::{Listing, RawSecret};
-use crate::debug;
+use crate::{debug, log};
 
 /// Secrets in first-seen key order, each key once.
 #[derive(Debug, Default)]
@@ -67,25 +67,26 @@ pub fn merge_listing(set: &mut SecretSet, listing: Listing) {
             insert_logged(set, secret, &source);
         }
     }
-    let mut folder = SecretSet::default();
+    // Keys seen in this folder listing, kept only when debug logging is on,
+    // to tell a recursive clash from a folder secret replacing an import.
+    let mut seen: Option<HashSet<String>> = log::enabled(log::Level::Debug).then(HashSet::new);
     let mut personal: Vec<RawSecret> = Vec::new();
     for secret in listing.secrets {
         if secret.kind.as_deref() == Some("personal") {
             personal.push(secret);
             continue;
         }
-        let path = secret.path.clone().unwrap_or_else(|| "/".to_string());
-        if folder.get(&secret.key).is_some() {
-            debug!("secret {} appears in several folders; the one in {path} wins", secret.key);
+        if let Some(seen) = seen.as_mut() {
+            if !seen.insert(secret.key.clone()) {
+                let path = secret.path.as_deref().unwrap_or("/");
+                debug!("secret {} appears in several folders; the one in {path} wins", secret.key);
+            }
         }
-        folder.insert(secret.key, secret.value);
+        set.insert(secret.key, secret.value);
     }
     // A personal override beats the shared secret of the same name.
     for secret in personal {
-        folder.insert(secret.key, secret.value);
-    }
-    for (key, value) in folder.into_entries() {
-        set.insert(key, value);
+        set.insert(secret.key, secret.value);
     }
 }
 

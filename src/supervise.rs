@@ -3,107 +3,17 @@
 //! the one `waitpid(-1)` loop, and turns the child's end into an exit code.
 //! No HTTP, and no aborting once the child runs.
 
-use std::ffi::OsString;
-use std::io::ErrorKind;
-use std::os::unix::process::CommandExt;
-use std::process::Command;
-
-use nix::errno::Errno;
 use std::time::Instant;
 
-use nix::sys::signal::{pthread_sigmask, SigSet, SigmaskHow, Signal};
+use nix::errno::Errno;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::{getpgrp, getpid, tcgetpgrp, tcsetpgrp, Pid};
+use nix::unistd::{getpid, tcsetpgrp, Pid};
 
-use crate::config::{RunMode, Supervision};
-use crate::error::{signal_exit_code, Error, Kind, Result};
-use crate::signals::{self, Inherited, Signals};
+use crate::config::Supervision;
+use crate::error::signal_exit_code;
+use crate::signals::{self, Signals};
+use crate::spawn::Started;
 use crate::{debug, warn};
-
-/// Prepares the command with its environment and, for `Supervise`, its own
-/// process group.
-fn command(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited, mode: RunMode, take_terminal: bool) -> Command {
-    let mut command = Command::new(&argv[0]);
-    command.args(&argv[1..]).env_clear().envs(environment.iter().map(|(k, v)| (k, v)));
-    if mode == RunMode::Supervise {
-        command.process_group(0);
-    }
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe system calls (sigprocmask, tcsetpgrp, sigaction) on
-    // values prepared before the fork; it allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            if take_terminal {
-                give_terminal_to_self()?;
-            }
-            signals::restore_inherited(&inherited)
-        });
-    }
-    command
-}
-
-/// Returns true when standard input is a terminal whose foreground process
-/// group is the shim's, so handing it to the child steals it from nobody.
-fn owns_foreground_terminal() -> bool {
-    let stdin = std::io::stdin();
-    match tcgetpgrp(&stdin) {
-        Ok(foreground) => foreground == getpgrp(),
-        Err(_) => false,
-    }
-}
-
-/// Makes the calling process's group the terminal's foreground group. A
-/// background group calling tcsetpgrp gets SIGTTOU unless it is blocked, so
-/// it is blocked first; the caller restores the inherited mask afterwards.
-fn give_terminal_to_self() -> std::io::Result<()> {
-    let mut ttou = SigSet::empty();
-    ttou.add(Signal::SIGTTOU);
-    pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&ttou), None)?;
-    let stdin = std::io::stdin();
-    tcsetpgrp(&stdin, getpid())?;
-    Ok(())
-}
-
-/// Maps a failed spawn or exec to 127 (not found) or 126 (not executable).
-fn exec_error(program: &str, error: &std::io::Error) -> Error {
-    match error.kind() {
-        ErrorKind::NotFound => Error::new(
-            Kind::CommandNotFound,
-            format!("failed to run '{program}': command not found; check the name and PATH"),
-        ),
-        ErrorKind::PermissionDenied => Error::new(
-            Kind::NotExecutable,
-            format!("failed to run '{program}': permission denied; make the file executable (chmod +x)"),
-        ),
-        _ => Error::new(Kind::NotExecutable, format!("failed to run '{program}': {error}")),
-    }
-}
-
-/// A started child.
-pub struct Started {
-    pub pid: Pid,
-    /// Whether the child's group was made the terminal's foreground group.
-    pub has_terminal: bool,
-    /// Whether the child leads a process group of its own.
-    pub own_group: bool,
-}
-
-/// Starts the command as a child.
-pub fn spawn(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited, mode: RunMode) -> Result<Started> {
-    let has_terminal = mode == RunMode::Supervise && owns_foreground_terminal();
-    let child = command(argv, environment, inherited, mode, has_terminal)
-        .spawn()
-        .map_err(|error| exec_error(&argv[0], &error))?;
-    let pid = Pid::from_raw(child.id() as i32);
-    debug!("started {} as pid {pid}", argv[0]);
-    Ok(Started { pid, has_terminal, own_group: mode == RunMode::Supervise })
-}
-
-/// Replaces this process with the command; returns only on failure.
-pub fn exec(argv: &[String], environment: &[(OsString, OsString)], inherited: Inherited) -> Error {
-    let error = command(argv, environment, inherited, RunMode::Exec, false).exec();
-    exec_error(&argv[0], &error)
-}
 
 /// Makes this process the reaper of orphaned descendants when it is not PID
 /// 1, so zombies do not pile up under a parent that never waits.

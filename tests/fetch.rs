@@ -639,3 +639,14 @@ fn ready_token_beats_client_credentials() {
     assert_eq!(environment["API_KEY"], "dev-api-key-123");
     assert_eq!(server.api_paths(), [V4_LIST]);
 }
+
+/// 2,000 secrets of 100 bytes take about 240 KiB of environment: more than
+/// the 128 KiB that `sysconf(ARG_MAX)` reports in a static musl build, well
+/// under the kernel's real limit of a quarter of the stack limit.
+#[test]
+fn thousands_of_secrets_start() {
+    let server = TestServer::with_args(&["--generate", "2000"]);
+    let output = run(shim_for(&server).args(["run", "--", "sh", "-c", "printf %s \"${#GEN_01999}\""]));
+    assert_eq!(code(&output.status), 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "100");
+}

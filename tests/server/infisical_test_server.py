@@ -1063,6 +1063,12 @@ def oversize_body_parts(size: int) -> tuple[bytes, int, bytes]:
 class InfisicalRequestHandler(BaseHTTPRequestHandler):
     """One TCP connection; serves its requests with keep-alive until either side closes it."""
 
+    # Headers and body go out in separate writes. With Nagle's algorithm the
+    # body then waits for the client's delayed ACK (about 40 ms) on every
+    # request after the first on a connection. Node.js, which runs the real
+    # server, sets TCP_NODELAY too.
+    disable_nagle_algorithm = True
+
     protocol_version = "HTTP/1.1"
     server_version = "infisical-test-server"
     server: InfisicalHttpServer
