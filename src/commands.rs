@@ -12,7 +12,7 @@ use crate::config::{self, Connection, Credentials, Environment, FetchOptions, Ru
 use crate::error::{Error, Kind, Result};
 use crate::secrets::{merge_listing, SecretSet};
 use crate::signals::Signals;
-use crate::{env, log, spawn, supervise};
+use crate::{env, log, memory, spawn, supervise};
 use crate::{debug, info, warn};
 
 /// Parses the arguments and runs the chosen subcommand.
@@ -202,6 +202,7 @@ fn start_command(
     drop(variables);
     if config.mode == RunMode::Supervise {
         supervise::leave_working_directory();
+        memory::release_startup_pages();
     }
     Ok(supervise::supervise(&child, signals, &config.supervision))
 }

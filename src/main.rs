@@ -17,6 +17,7 @@ mod config;
 mod env;
 mod error;
 mod log;
+mod memory;
 mod output;
 mod secrets;
 mod signals;

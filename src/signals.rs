@@ -5,39 +5,56 @@
 //! records what the shim inherited, so the child gets it back.
 
 use std::io::Read;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::mpsc;
 
 use nix::errno::Errno;
+use nix::libc;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{pthread_sigmask, sigaction, SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal};
-use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 
 use crate::{debug, info, warn};
 
 /// Signals raised by a fault in the shim itself. They stay unblocked so a
-/// bug crashes the shim instead of hanging it.
-const FAULT_SIGNALS: &[Signal] = &[
-    Signal::SIGSEGV,
-    Signal::SIGBUS,
-    Signal::SIGFPE,
-    Signal::SIGILL,
-    Signal::SIGTRAP,
-    Signal::SIGABRT,
-    Signal::SIGSYS,
+/// bug crashes the shim instead of hanging it, and so they are never read
+/// from the signalfd or forwarded.
+const FAULT_SIGNALS: &[i32] = &[
+    libc::SIGSEGV,
+    libc::SIGBUS,
+    libc::SIGFPE,
+    libc::SIGILL,
+    libc::SIGTRAP,
+    libc::SIGABRT,
+    libc::SIGSYS,
 ];
 
 /// Signals that abort the start-up when they arrive before the command runs.
-pub const STOP_SIGNALS: &[i32] = &[nix::libc::SIGTERM, nix::libc::SIGINT, nix::libc::SIGQUIT, nix::libc::SIGHUP];
+pub const STOP_SIGNALS: &[i32] = &[libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP];
+
+/// A signal mask in the kernel's own form: bit N - 1 stands for signal N,
+/// for signals 1 to 64.
+///
+/// The shim passes masks to the kernel directly because the C libraries
+/// hide the signals they reserve for themselves: musl's `sigfillset` and
+/// `sigaddset` leave out 32 to 34, and glibc's `pthread_sigmask` drops 32
+/// and 33. Signal 34 is SIGRTMIN for glibc programs (`podman kill -s RTMIN`),
+/// so left unblocked it would kill the shim instead of reaching the child.
+/// The shim uses none of the features those signals serve (thread
+/// cancellation, set*id across threads, timer threads).
+pub type KernelMask = u64;
+
+fn bit(signal: i32) -> KernelMask {
+    1 << (signal - 1)
+}
 
 /// What the shim inherited and must hand back to the child: the signal mask
-/// and the disposition of SIGPIPE, the one signal whose disposition a Rust
-/// program's runtime would otherwise change.
+/// and the disposition of SIGCHLD, which the shim sets to the default so
+/// that it can wait for its children.
 #[derive(Clone, Copy)]
 pub struct Inherited {
-    pub mask: SigSet,
-    pub sigpipe: SigAction,
+    pub mask: KernelMask,
+    pub sigchld: SigAction,
 }
 
 /// A signal read from the signalfd.
@@ -50,8 +67,55 @@ pub struct Received {
 }
 
 pub struct Signals {
-    fd: Option<SignalFd>,
+    fd: Option<OwnedFd>,
     pub inherited: Inherited,
+}
+
+/// Sets the calling thread's signal mask with the `rt_sigprocmask` system
+/// call; `how` is `SIG_BLOCK`, `SIG_UNBLOCK` or `SIG_SETMASK`. Makes one
+/// system call and allocates nothing, so it is safe between fork and exec.
+pub fn set_kernel_mask(how: libc::c_int, mask: KernelMask) -> Result<KernelMask, Errno> {
+    let mut previous: KernelMask = 0;
+    // SAFETY: both pointers are to live u64 values, and 8 bytes is the size
+    // of the kernel's signal set on Linux.
+    let result = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            how,
+            &mask as *const KernelMask,
+            &mut previous as *mut KernelMask,
+            std::mem::size_of::<KernelMask>(),
+        )
+    };
+    Errno::result(result).map(|_| previous)
+}
+
+/// Blocks signals 32 to 34 again in the calling thread. musl's
+/// `pthread_create` unblocks them in the thread that first creates a thread,
+/// for its own use, and a process-directed signal 34 (SIGRTMIN for glibc
+/// programs) would then kill the shim instead of waiting in the signalfd.
+fn block_reserved_signals() {
+    let reserved = bit(32) | bit(33) | bit(34);
+    let _ = set_kernel_mask(libc::SIG_BLOCK, reserved);
+}
+
+/// Opens a close-on-exec signalfd for `mask` with the `signalfd4` system
+/// call, for the same reason as `set_kernel_mask`.
+fn open_signalfd(mask: KernelMask) -> Option<OwnedFd> {
+    // SAFETY: the mask pointer is to a live u64 of the kernel's set size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_signalfd4,
+            -1,
+            &mask as *const KernelMask,
+            std::mem::size_of::<KernelMask>(),
+            libc::SFD_CLOEXEC,
+        )
+    };
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
+    // SAFETY: the system call returned a new descriptor that nothing else
+    // owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 impl Signals {
@@ -59,24 +123,17 @@ impl Signals {
     /// that reads them. Failures are reported by `read`, because at this
     /// point the logger is not configured yet.
     pub fn block() -> Signals {
-        let mut blocked = SigSet::all();
+        let mut blocked = KernelMask::MAX;
         for signal in FAULT_SIGNALS {
-            blocked.remove(*signal);
+            blocked &= !bit(*signal);
         }
-        let mut mask = SigSet::empty();
-        let _ = pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&blocked), Some(&mut mask));
-        let query = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-        // SAFETY: installing SIG_DFL for SIGPIPE installs no handler, so no
-        // handler code can run, and the original action is restored at once.
-        let sigpipe = unsafe {
-            let previous = sigaction(Signal::SIGPIPE, &query);
-            if let Ok(previous) = previous {
-                let _ = sigaction(Signal::SIGPIPE, &previous);
-            }
-            previous.unwrap_or(query)
-        };
-        let fd = SignalFd::with_flags(&blocked, SfdFlags::SFD_CLOEXEC).ok();
-        Signals { fd, inherited: Inherited { mask, sigpipe } }
+        let mask = set_kernel_mask(libc::SIG_BLOCK, blocked).unwrap_or(0);
+        let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+        // SAFETY: SIG_DFL installs no handler, so no handler code can run.
+        // An ignored SIGCHLD (or SA_NOCLDWAIT) would make the kernel reap
+        // the child itself and its exit status would be lost.
+        let sigchld = unsafe { sigaction(Signal::SIGCHLD, &default) }.unwrap_or(default);
+        Signals { fd: open_signalfd(blocked), inherited: Inherited { mask, sigchld } }
     }
 
     /// Waits for the next signal; returns its number. Blocks without using
@@ -92,12 +149,18 @@ impl Signals {
             std::thread::sleep(std::time::Duration::from_secs(1));
             return None;
         };
-        match fd.read_signal() {
-            Ok(Some(info)) => Some(Received {
-                number: i32::try_from(info.ssi_signo).ok()?,
-                from_kernel: info.ssi_code == nix::libc::SI_KERNEL,
-            }),
-            Ok(None) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => None,
+        let mut buffer = [0u8; std::mem::size_of::<libc::signalfd_siginfo>()];
+        match nix::unistd::read(fd, &mut buffer) {
+            Ok(length) if length == buffer.len() => {
+                // SAFETY: the kernel wrote one whole signalfd_siginfo, a
+                // plain C struct for which any bytes are valid.
+                let info: libc::signalfd_siginfo = unsafe { std::ptr::read_unaligned(buffer.as_ptr().cast()) };
+                Some(Received {
+                    number: i32::try_from(info.ssi_signo).ok()?,
+                    from_kernel: info.ssi_code == libc::SI_KERNEL,
+                })
+            }
+            Ok(_) | Err(Errno::EINTR) | Err(Errno::EAGAIN) => None,
             Err(error) => {
                 warn!("failed to read a signal: {error}");
                 None
@@ -144,18 +207,20 @@ impl Signals {
             }
         };
         std::thread::spawn(move || {
+            block_reserved_signals();
             let result = work();
             let _ = sender.send(result);
             // Dropping the writer makes the reader readable (end of stream).
             drop(done_writer);
         });
+        block_reserved_signals();
         loop {
             if let Some(signal) = self.poll_signal(&done_reader) {
                 if STOP_SIGNALS.contains(&signal) {
                     info!("received {} before the command started; not starting it", name(signal));
                     return Err(signal);
                 }
-                if signal != nix::libc::SIGCHLD {
+                if signal != libc::SIGCHLD {
                     info!("ignored {} received before the command started", name(signal));
                 }
                 continue;
@@ -207,20 +272,21 @@ pub fn name(signal: i32) -> String {
     if let Some(name) = signal_hook::low_level::signal_name(signal) {
         return name.to_string();
     }
-    let rt_min = nix::libc::SIGRTMIN();
-    if (rt_min..=nix::libc::SIGRTMAX()).contains(&signal) {
+    let rt_min = libc::SIGRTMIN();
+    if (rt_min..=libc::SIGRTMAX()).contains(&signal) {
         return format!("SIGRTMIN+{}", signal - rt_min);
     }
     format!("signal {signal}")
 }
 
-/// Restores the inherited signal mask and SIGPIPE disposition. Runs in the
+/// Restores the inherited signal mask and SIGCHLD disposition. Runs in the
 /// child between `fork` and `exec`, so it only makes async-signal-safe
 /// system calls.
-pub fn restore_inherited(inherited: &Inherited) -> std::io::Result<()> {
-    // SAFETY: restores a disposition the process had at start-up; sigaction
-    // is async-signal-safe and allocates nothing.
-    unsafe { sigaction(Signal::SIGPIPE, &inherited.sigpipe) }?;
-    pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&inherited.mask), None)?;
+pub fn restore_inherited(inherited: &Inherited) -> Result<(), Errno> {
+    // SAFETY: restores a disposition the process had at start-up, which is
+    // SIG_DFL or SIG_IGN since handlers do not survive exec; sigaction is
+    // async-signal-safe and allocates nothing.
+    unsafe { sigaction(Signal::SIGCHLD, &inherited.sigchld) }?;
+    set_kernel_mask(libc::SIG_SETMASK, inherited.mask)?;
     Ok(())
 }

@@ -221,7 +221,7 @@ fn run_child(image: &ExecImage, setup: ChildSetup, error_writer: &OwnedFd) -> ! 
 }
 
 fn prepare_child(setup: ChildSetup) -> std::result::Result<(), Errno> {
-    // SAFETY: these are plain system calls on integers and on signal sets
+    // SAFETY: these are plain system calls on integers and on values
     // prepared before the fork; none allocates or takes a lock.
     unsafe {
         if setup.own_group && nix::libc::setpgid(0, 0) != 0 {
@@ -230,20 +230,13 @@ fn prepare_child(setup: ChildSetup) -> std::result::Result<(), Errno> {
         if setup.take_terminal {
             // A background group calling tcsetpgrp gets SIGTTOU unless it is
             // blocked, and the mask is restored right after.
-            let mut ttou: nix::libc::sigset_t = std::mem::zeroed();
-            nix::libc::sigemptyset(&mut ttou);
-            nix::libc::sigaddset(&mut ttou, nix::libc::SIGTTOU);
-            nix::libc::pthread_sigmask(nix::libc::SIG_BLOCK, &ttou, std::ptr::null_mut());
+            crate::signals::set_kernel_mask(nix::libc::SIG_BLOCK, 1 << (nix::libc::SIGTTOU - 1))?;
             if nix::libc::tcsetpgrp(0, nix::libc::getpid()) != 0 {
                 return Err(Errno::last());
             }
         }
-        let mask: &nix::libc::sigset_t = setup.inherited.mask.as_ref();
-        if nix::libc::pthread_sigmask(nix::libc::SIG_SETMASK, mask, std::ptr::null_mut()) != 0 {
-            return Err(Errno::last());
-        }
     }
-    Ok(())
+    crate::signals::restore_inherited(&setup.inherited)
 }
 
 /// Reads the errno a failed child wrote; `None` when the pipe closed empty

@@ -50,6 +50,9 @@ struct Supervisor<'a> {
     kill_deadline: Option<Instant>,
     /// Whether the child is in the shim's own process group (build mode).
     shares_group: bool,
+    /// Whether a job-control signal was forwarded and the child's stop is
+    /// expected, so the shim stops with it.
+    job_stop_requested: bool,
 }
 
 /// Forwards signals to the child and reaps zombies until the child ends;
@@ -66,6 +69,7 @@ pub fn supervise(child: &Started, signals: &Signals, options: &Supervision) -> u
         terminal: child.has_terminal,
         kill_deadline: None,
         shares_group: !child.own_group,
+        job_stop_requested: false,
     };
     let code = supervisor.run();
     if options.kill_group {
@@ -112,7 +116,9 @@ impl Supervisor<'_> {
         }
         self.send(signal);
         if JOB_CONTROL_SIGNALS.contains(&signal) {
-            stop_self();
+            // The shim stops once the child reports its stop, in `reap`;
+            // stopping here too would need a second SIGCONT.
+            self.job_stop_requested = true;
         }
         let stopping = signal == nix::libc::SIGTERM || signal == nix::libc::SIGINT;
         if let (true, Some(timeout), None) = (stopping, self.options.stop_timeout, self.kill_deadline) {
@@ -146,7 +152,7 @@ impl Supervisor<'_> {
     /// Reaps every exited child; returns the main child's exit code once it
     /// has ended. When the child stops (Ctrl-Z at a terminal), the shim stops
     /// too, so the shell above regains control.
-    fn reap(&self) -> Option<u8> {
+    fn reap(&mut self) -> Option<u8> {
         let mut child_code = None;
         loop {
             match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
@@ -160,13 +166,29 @@ impl Supervisor<'_> {
                 }
                 Ok(WaitStatus::Stopped(pid, signal)) if pid == self.child => {
                     debug!("command stopped by {}", signals::name(signal as i32));
-                    stop_self();
+                    // At a terminal (Ctrl-Z) or after a forwarded TSTP, the
+                    // shell above waits on the shim, so the shim stops too. A
+                    // plain SIGSTOP to the child alone leaves the shim running.
+                    if self.terminal || self.job_stop_requested {
+                        self.job_stop_requested = false;
+                        stop_self();
+                    }
                 }
                 Ok(WaitStatus::Exited(pid, code)) => debug!("reaped pid {pid} (exit status {code})"),
                 Ok(WaitStatus::Signaled(pid, signal, _)) => {
                     debug!("reaped pid {pid} (killed by {})", signals::name(signal as i32));
                 }
-                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => return child_code,
+                Ok(WaitStatus::StillAlive) => return child_code,
+                Err(Errno::ECHILD) => {
+                    if child_code.is_none() && !process_exists(self.child) {
+                        // Cannot happen while SIGCHLD has its default action,
+                        // which `Signals::block` sets; kept so a lost status
+                        // ends the shim instead of hanging it.
+                        warn!("the command has exited but its status was lost; exiting with 255");
+                        return Some(255);
+                    }
+                    return child_code;
+                }
                 Ok(_) | Err(Errno::EINTR) => {}
                 Err(error) => {
                     warn!("waitpid failed: {error}");
@@ -223,6 +245,11 @@ fn send_signal(target: Pid, signal: i32) -> nix::Result<()> {
     // preconditions.
     let result = unsafe { nix::libc::kill(target.as_raw(), signal) };
     Errno::result(result).map(drop)
+}
+
+/// Returns true while the process exists, zombies included.
+fn process_exists(pid: Pid) -> bool {
+    !matches!(send_signal(pid, 0), Err(Errno::ESRCH))
 }
 
 /// Returns true while any process, zombies included, is in the group.
