@@ -207,6 +207,12 @@ impl Client {
         let request = self.http.post(&url).json(&body);
         let reply = self.send(request, "POST", &url, Operation::Login)?;
         let login: LoginResponse = parse_json(&reply, "POST", &url, Operation::Login)?;
+        if !crate::config::is_valid_token(&login.access_token) {
+            return Err(Error::new(
+                Kind::BadResponse,
+                format!("failed to log in: POST {url} returned an access token with characters a token cannot have; check that the domain points at an Infisical server"),
+            ));
+        }
         Ok(Secret::new(login.access_token))
     }
 
@@ -264,8 +270,13 @@ impl Client {
         let mut attempt: u32 = 0;
         loop {
             attempt += 1;
+            // Cloning fails only for a request that could not be built, such
+            // as one with an invalid header value.
             let Some(this_try) = request.try_clone() else {
-                unreachable!("requests with JSON or empty bodies can be cloned");
+                return Err(Error::config(format!(
+                    "{}: {method} {url}: the request could not be built; check INFISICAL_CUSTOM_HEADERS",
+                    operation.describe()
+                )));
             };
             let this_try = match self.request_timeout() {
                 Some(timeout) => this_try.timeout(timeout),
@@ -279,7 +290,9 @@ impl Client {
                         return Ok(reply);
                     };
                     let reason = format!("returned {}", reply.status);
-                    if !self.wait_before_retry(wait, method, url, &reason, attempt) {
+                    let beyond_deadline =
+                        self.deadline.is_some_and(|deadline| reply.status == 429 && Instant::now() + wait > deadline);
+                    if beyond_deadline || !self.wait_before_retry(wait, method, url, &reason, attempt) {
                         reply.attempts = attempt;
                         return Ok(reply);
                     }
@@ -550,7 +563,7 @@ fn check_status(reply: &Reply, method: &str, url: &str, operation: Operation) ->
         .as_deref()
         .map(|id| format!(" (reqId {id})"))
         .unwrap_or_default();
-    let (kind, hint) = classify(operation, reply.status, error_name);
+    let (kind, hint) = classify(operation, reply.status, error_name, is_route_not_found(reply));
     let mut error = Error::new(
         kind,
         format!(
@@ -597,12 +610,16 @@ fn server_message(body: &ErrorBody) -> String {
 }
 
 /// Picks the exit class and the advice for a failed status.
-fn classify(operation: Operation, status: u16, error_name: &str) -> (Kind, &'static str) {
+fn classify(operation: Operation, status: u16, error_name: &str, route_missing: bool) -> (Kind, &'static str) {
     match (operation, status) {
         (Operation::Login, 401) => (
             Kind::Rejected,
             "check INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET; the login is not retried because \
              3 failures in 30 s lock the identity for 5 minutes",
+        ),
+        (_, 404) if route_missing => (
+            Kind::Config,
+            "the server has no such route: check that --domain or INFISICAL_DOMAIN is the server's base URL, without /api/v1",
         ),
         (Operation::Login, 404) => (
             Kind::Rejected,

@@ -220,7 +220,7 @@ command_struct!(@fields
         pub allow_missing: bool,
 
         /// secret names
-        #[argh(positional, greedy)]
+        #[argh(positional)]
         pub names: Vec<String>,
     } fetch);
 
@@ -263,22 +263,28 @@ const VALUE_OPTIONS: &[&str] = &[
     "--output",
 ];
 
-/// Rewrites the arguments before the command into the form argh accepts:
-/// `--opt=value` becomes `--opt value`, and the Go CLI's `--projectId`
-/// becomes `--project-id`. Everything from the command on is left untouched.
-pub fn normalize_args(args: &[String]) -> Vec<String> {
+/// Rewrites the arguments into the form argh accepts: `--opt=value` becomes
+/// `--opt value`, and the Go CLI's `--projectId` becomes `--project-id`.
+/// For `run`, everything from the command on is left untouched; other
+/// subcommands take options anywhere until `--`.
+pub fn normalize_args(args: &[String]) -> Result<Vec<String>, String> {
     let mut normalized = Vec::with_capacity(args.len());
     let mut rest = args.iter();
     let mut expects_value = false;
-    let mut seen_subcommand = false;
+    let mut subcommand: Option<&str> = None;
     while let Some(arg) = rest.next() {
-        if arg == "--" || (!arg.starts_with('-') && !expects_value && seen_subcommand) {
+        let positional = !arg.starts_with('-') && !expects_value;
+        if arg == "--" && expects_value {
+            let option = normalized.last().cloned().unwrap_or_default();
+            return Err(format!("missing value for {option} before --"));
+        }
+        if arg == "--" || (positional && subcommand == Some("run")) {
             normalized.push(arg.clone());
             normalized.extend(rest.cloned());
             break;
         }
-        if !arg.starts_with('-') && !expects_value {
-            seen_subcommand = true;
+        if positional {
+            subcommand.get_or_insert(arg.as_str());
             normalized.push(arg.clone());
             continue;
         }
@@ -298,7 +304,7 @@ pub fn normalize_args(args: &[String]) -> Vec<String> {
             None => expects_value = VALUE_OPTIONS.contains(&name),
         }
     }
-    normalized
+    Ok(normalized)
 }
 
 #[cfg(test)]
@@ -313,19 +319,31 @@ mod tests {
     fn normalize_splits_equals_and_alias() {
         let args = strings(&["run", "--projectId=abc", "--env", "prod", "--", "x", "--env=y"]);
         let expected = strings(&["run", "--project-id", "abc", "--env", "prod", "--", "x", "--env=y"]);
-        assert_eq!(normalize_args(&args), expected);
+        assert_eq!(normalize_args(&args).unwrap(), expected);
     }
 
     #[test]
-    fn normalize_stops_at_command() {
-        let args = strings(&["get", "--path", "/a", "NAME", "--projectId"]);
-        let expected = strings(&["get", "--path", "/a", "NAME", "--projectId"]);
-        assert_eq!(normalize_args(&args), expected);
+    fn normalize_rejects_missing_value() {
+        let args = strings(&["run", "--path", "--", "echo"]);
+        assert_eq!(normalize_args(&args).unwrap_err(), "missing value for --path before --");
+    }
+
+    #[test]
+    fn normalize_stops_at_run_command() {
+        let args = strings(&["run", "--path", "/a", "cmd", "--projectId=x"]);
+        assert_eq!(normalize_args(&args).unwrap(), args);
+    }
+
+    #[test]
+    fn normalize_get_options_after_names() {
+        let args = strings(&["get", "NAME", "--env=prod", "--projectId", "p"]);
+        let expected = strings(&["get", "NAME", "--env", "prod", "--project-id", "p"]);
+        assert_eq!(normalize_args(&args).unwrap(), expected);
     }
 
     #[test]
     fn normalize_keeps_value_that_looks_like_option() {
         let args = strings(&["run", "--path", "--weird", "--", "true"]);
-        assert_eq!(normalize_args(&args), args);
+        assert_eq!(normalize_args(&args).unwrap(), args);
     }
 }

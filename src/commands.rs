@@ -17,7 +17,13 @@ use crate::{debug, info, warn};
 
 /// Parses the arguments and runs the chosen subcommand.
 pub fn dispatch(arguments: &[String], signals: &Signals) -> u8 {
-    let normalized = cli::normalize_args(arguments.get(1..).unwrap_or_default());
+    let normalized = match cli::normalize_args(arguments.get(1..).unwrap_or_default()) {
+        Ok(normalized) => normalized,
+        Err(problem) => {
+            crate::error!("{problem}; run infisical-init --help for usage");
+            return 64;
+        }
+    };
     let words: Vec<&str> = normalized.iter().map(String::as_str).collect();
     let top = match TopLevel::from_args(&["infisical-init"], &words) {
         Ok(top) => top,
@@ -102,6 +108,9 @@ pub fn fetch_secrets(client: &Client, token: &Secret, fetch: &FetchOptions) -> R
             tags: &fetch.tags,
         };
         let listing = client.list_secrets(token, &query)?;
+        if fetch.paths.len() > 1 && listing.secrets.is_empty() && listing.imports.iter().all(|import| import.secrets.is_empty()) {
+            warn!("no secrets found in environment {} at {path}; check the path", fetch.environment);
+        }
         merge_listing(&mut set, listing);
     }
     if set.is_empty() {

@@ -128,8 +128,28 @@ pub struct Setting {
     pub from_environment: bool,
 }
 
-/// Reads a credential file such as a Docker or Kubernetes secret mount.
+/// The largest credential file read; real ones are well under 1 KiB.
+const MAX_SETTING_FILE_BYTES: u64 = 64 * 1024;
+
+/// Reads a credential file such as a Docker or Kubernetes secret mount. Only
+/// regular files (or links to them) are read, and only up to 64 KiB, so a
+/// fifo cannot block the start-up and /dev/zero cannot exhaust memory.
 pub fn read_setting_file(variable: &str, path: &Path) -> Result<String> {
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if !metadata.is_file() {
+            return Err(Error::config(format!(
+                "{variable} names {}, which is not a regular file; point it at the file holding the value",
+                path.display()
+            )));
+        }
+        if metadata.len() > MAX_SETTING_FILE_BYTES {
+            return Err(Error::config(format!(
+                "{variable} file {} is {} bytes, more than a credential can be ({MAX_SETTING_FILE_BYTES} at most); check the path",
+                path.display(),
+                metadata.len()
+            )));
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|error| {
         Error::config(format!(
             "failed to read {variable} file {}: {error}; check that the secret is mounted there",
@@ -323,12 +343,29 @@ pub fn api_url(domain: &str) -> Result<String> {
             )))
         }
     }
+    if let Some(after_scheme) = cleaned.split_once("://").map(|(_, rest)| rest) {
+        let authority = after_scheme.split('/').next().unwrap_or("");
+        if authority.contains('@') {
+            return Err(Error::config(
+                "invalid domain: it contains a user name or password (user:password@host); pass only the \
+                 server's URL in --domain or INFISICAL_DOMAIN, and use INFISICAL_CUSTOM_HEADERS for proxy credentials",
+            ));
+        }
+    }
+    if cleaned.contains(['?', '#', ' ']) {
+        return Err(Error::config(format!(
+            "invalid domain '{cleaned}': a server URL has no query, fragment or spaces; use a URL such as https://app.infisical.com"
+        )));
+    }
     if cleaned.ends_with("/api") {
         Ok(cleaned.to_string())
     } else {
         Ok(format!("{cleaned}/api"))
     }
 }
+
+/// The longest folder path accepted; Infisical folder paths are short.
+const MAX_PATH_BYTES: usize = 1024;
 
 /// Normalizes a folder path: a leading slash added, a trailing one removed.
 pub fn folder_path(path: &str) -> String {
@@ -439,11 +476,18 @@ pub fn custom_headers(text: &str) -> Result<Vec<(String, String)>> {
         if value.contains(['\r', '\n']) {
             return Err(invalid_headers(text, &format!("a line break in the value of {name}")));
         }
+        if PROTOCOL_HEADERS.iter().any(|header| header.eq_ignore_ascii_case(name)) {
+            return Err(invalid_headers(text, &format!("{name} is set by the HTTP client and cannot be overridden")));
+        }
         headers.push((name.to_string(), value.to_string()));
         rest = remainder.trim_start();
     }
     Ok(headers)
 }
+
+/// Headers that describe the HTTP message itself; overriding them breaks
+/// every request.
+const PROTOCOL_HEADERS: &[&str] = &["Host", "Content-Length", "Transfer-Encoding", "Connection", "Upgrade", "TE", "Trailer"];
 
 /// Reports a malformed header list by its header names only, since the
 /// values are often access-proxy credentials.
@@ -464,8 +508,10 @@ fn invalid_headers(text: &str, problem: &str) -> Error {
 pub fn token(env: &Environment, build: bool) -> Result<Option<Credentials>> {
     for name in ["INFISICAL_UNIVERSAL_AUTH_ACCESS_TOKEN", "INFISICAL_TOKEN"] {
         if let Some(setting) = env.get_with_file(name)? {
+            let token = unquote(&setting.value).to_string();
+            check_token(&token, &setting.source)?;
             return Ok(Some(Credentials::Token {
-                token: Secret::new(unquote(&setting.value).to_string()),
+                token: Secret::new(token),
                 source: setting.source,
                 from_environment: setting.from_environment,
             }));
@@ -474,6 +520,7 @@ pub fn token(env: &Environment, build: bool) -> Result<Option<Credentials>> {
     let mount = Path::new(BUILD_SECRET_MOUNT);
     if build && mount.exists() {
         let value = read_setting_file("the build secret", mount)?;
+        check_token(&value, BUILD_SECRET_MOUNT)?;
         return Ok(Some(Credentials::Token {
             token: Secret::new(value),
             source: format!("secret mount {BUILD_SECRET_MOUNT}"),
@@ -481,6 +528,23 @@ pub fn token(env: &Environment, build: bool) -> Result<Option<Credentials>> {
         }));
     }
     Ok(None)
+}
+
+/// Returns true when `text` can go into an HTTP header as a bearer token:
+/// visible ASCII only, no spaces or control characters.
+pub fn is_valid_token(text: &str) -> bool {
+    !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_graphic())
+}
+
+/// Checks a token from the environment or a file, naming only its source.
+fn check_token(token: &str, source: &str) -> Result<()> {
+    if is_valid_token(token) {
+        return Ok(());
+    }
+    Err(Error::config(format!(
+        "the access token from {source} contains a space, a line break or another character a token cannot have; \
+         check that it holds exactly the token printed by infisical-init login"
+    )))
 }
 
 /// Finds Universal Auth client credentials.
@@ -545,11 +609,17 @@ pub fn fetch_options(flags: cli::FetchFlags<'_>, env: &Environment) -> Result<Fe
              in --env or INFISICAL_ENVIRONMENT"
         )));
     }
-    let paths = if flags.path.is_empty() {
+    let paths: Vec<String> = if flags.path.is_empty() {
         vec![folder_path(env.get("INFISICAL_SECRET_PATH").unwrap_or("/"))]
     } else {
         flags.path.iter().map(|path| folder_path(path)).collect()
     };
+    if let Some(long) = paths.iter().find(|path| path.len() > MAX_PATH_BYTES) {
+        return Err(Error::config(format!(
+            "invalid path: {} bytes is longer than any folder path ({MAX_PATH_BYTES} at most); check --path or INFISICAL_SECRET_PATH",
+            long.len()
+        )));
+    }
     let tags = flags
         .tags
         .map(|list| {
@@ -620,6 +690,22 @@ mod tests {
     }
 
     #[test]
+    fn api_url_rejects_credentials_and_query() {
+        let error = api_url("http://user:pw@127.0.0.1:1").unwrap_err();
+        assert!(!error.message.contains("pw"), "{}", error.message);
+        assert!(api_url("http://h:1/?x=1").is_err());
+        assert!(api_url("http://h:1/#top").is_err());
+    }
+
+    #[test]
+    fn token_characters() {
+        assert!(is_valid_token("eyJ.abc-_=+/"));
+        assert!(!is_valid_token("a\nb"));
+        assert!(!is_valid_token("a b"));
+        assert!(!is_valid_token(""));
+    }
+
+    #[test]
     fn api_url_rejects_missing_scheme() {
         assert!(api_url("infisical.example.com").is_err());
         assert!(api_url("ftp://x").is_err());
@@ -669,6 +755,8 @@ mod tests {
         assert_eq!(headers, expected.map(|(n, v)| (n.to_string(), v.to_string())));
         assert!(custom_headers("novalue").is_err());
         assert!(custom_headers("X-A=\"open").is_err());
+        assert!(custom_headers("Content-Length=5").is_err());
+        assert!(custom_headers("host=x").is_err());
     }
 
     #[test]

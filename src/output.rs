@@ -419,8 +419,36 @@ fn has_python_dotenv_reference(value: &str) -> bool {
 
 /// Writes `bytes` to `path` so that readers see the old file or the whole
 /// new one: a temporary file in the same directory, created with mode 0600,
-/// is written, flushed to disk and renamed over `path`.
+/// is written, flushed to disk and renamed over `path`. A symbolic link is
+/// followed, so the file it points to is replaced and the link kept. Only
+/// regular files are replaced: renaming over a device such as /dev/null or a
+/// fifo would put the secrets in its place.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let resolved;
+    let path = match std::fs::symlink_metadata(path) {
+        Ok(metadata) if metadata.file_type().is_symlink() => {
+            resolved = std::fs::canonicalize(path).map_err(|error| {
+                Error::new(
+                    Kind::CannotWrite,
+                    format!("failed to write {}: the symbolic link cannot be followed: {error}", path.display()),
+                )
+            })?;
+            resolved.as_path()
+        }
+        _ => path,
+    };
+    if let Ok(metadata) = std::fs::metadata(path) {
+        if !metadata.is_file() {
+            return Err(Error::new(
+                Kind::CannotWrite,
+                format!(
+                    "failed to write {}: it is not a regular file, and replacing it would put the secrets in its place; \
+                     name a regular file, or leave out --output to write to standard output",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let cannot_write = |step: &str, error: std::io::Error| {
         Error::new(
             Kind::CannotWrite,
@@ -637,6 +665,30 @@ mod tests {
         assert_eq!(mode, 0o600);
         let names: Vec<_> = std::fs::read_dir(&directory).unwrap().map(|entry| entry.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("secrets.env")]);
+        std::fs::remove_dir_all(&directory).unwrap();
+    }
+
+    #[test]
+    fn atomic_write_rejects_devices_and_fifos() {
+        let error = write_atomically(Path::new("/dev/null"), b"K=v\n").unwrap_err();
+        assert_eq!(error.kind, Kind::CannotWrite);
+        assert!(error.message.contains("not a regular file"), "{}", error.message);
+        let metadata = std::fs::metadata("/dev/null").unwrap();
+        assert!(!metadata.is_file(), "/dev/null must still be a device");
+    }
+
+    #[test]
+    fn atomic_write_follows_symlink() {
+        let directory = std::env::temp_dir().join(format!("infisical-init-link-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&directory);
+        std::fs::create_dir_all(&directory).unwrap();
+        let target = directory.join("real.env");
+        let link = directory.join("link.env");
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_atomically(&link, b"new").unwrap();
+        assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "new");
         std::fs::remove_dir_all(&directory).unwrap();
     }
 

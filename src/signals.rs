@@ -217,11 +217,11 @@ impl Signals {
         loop {
             if let Some(signal) = self.poll_signal(&done_reader) {
                 if STOP_SIGNALS.contains(&signal) {
-                    info!("received {} before the command started; not starting it", name(signal));
+                    info!("received {} during start-up; stopping before anything is started", name(signal));
                     return Err(signal);
                 }
                 if signal != libc::SIGCHLD {
-                    info!("ignored {} received before the command started", name(signal));
+                    info!("ignored {} received during start-up", name(signal));
                 }
                 continue;
             }

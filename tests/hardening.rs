@@ -1,0 +1,104 @@
+//! Inputs found by trying to break the tool as a new user: each must fail
+//! cleanly with the documented exit code and one error line, or work.
+mod util;
+use std::time::Duration;
+use util::*;
+
+/// Runs and checks one clean failure: the exit code, a single error line
+/// and no leaked credential.
+fn assert_clean_failure(output: &std::process::Output, expected: i32) -> String {
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output.status), expected, "stderr:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|line| line.contains("error:")).collect();
+    assert_eq!(errors.len(), 1, "expected one error line:\n{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_no_leak(&stderr);
+    assert_no_leak(&text(&output.stdout));
+    stderr
+}
+
+#[test]
+fn get_reads_options_after_names() {
+    let server = TestServer::start();
+    let output = run(shim_for(&server).args(["get", "PROD_ONLY", "--env", "prod"]));
+    assert_eq!(code(&output.status), 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "prod-value\n");
+    let output = run(shim_for(&server).args(["get", "PROD_ONLY", "--env=prod"]));
+    assert_eq!(text(&output.stdout), "prod-value\n");
+}
+
+#[test]
+fn token_with_line_break_rejected() {
+    let server = TestServer::start();
+    let output = run(shim_for(&server).env("INFISICAL_TOKEN", "abc\ndef").args(["run", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 78);
+    assert!(stderr.contains("INFISICAL_TOKEN"), "{stderr}");
+    assert!(!stderr.contains("abc"), "the token must not be echoed:\n{stderr}");
+    assert!(server.api_paths().is_empty(), "no request may be sent");
+}
+
+#[test]
+fn fifo_credential_file_rejected() {
+    let directory = temp_dir("fifo");
+    let fifo = directory.join("secret");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let server = TestServer::start();
+    let mut command = shim_for(&server);
+    command
+        .env_remove("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET")
+        .env("INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET_FILE", &fifo)
+        .args(["run", "--", "true"]);
+    let output = run_with_limit(&mut command, Duration::from_secs(10));
+    let stderr = assert_clean_failure(&output, 78);
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    std::fs::remove_dir_all(directory).unwrap();
+}
+
+#[test]
+fn domain_password_not_printed() {
+    let output = run(shim().env("INFISICAL_DOMAIN", "http://user:hunter2@127.0.0.1:9").args(["run", "--project-id", "p", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 78);
+    assert!(!stderr.contains("hunter2"), "{stderr}");
+}
+
+#[test]
+fn domain_with_api_path_is_configuration_error() {
+    let server = TestServer::start();
+    let domain = format!("{}/api/v1", server.url);
+    let output = run(shim_for(&server).env("INFISICAL_DOMAIN", domain).args(["run", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 78);
+    assert!(stderr.contains("base URL"), "{stderr}");
+}
+
+#[test]
+fn empty_domain_rejected() {
+    let output = run(shim().env("INFISICAL_DOMAIN", "").args(["run", "--project-id", "p", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 78);
+    assert!(stderr.contains("INFISICAL_DOMAIN is set but empty"), "{stderr}");
+}
+
+#[test]
+fn path_option_needs_value() {
+    let output = run(shim().args(["run", "--path", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 64);
+    assert!(stderr.contains("--path"), "{stderr}");
+}
+
+#[test]
+fn export_refuses_device_output() {
+    let server = TestServer::start();
+    let output = run(shim_for(&server).args(["export", "--output", "/dev/null"]));
+    let stderr = assert_clean_failure(&output, 73);
+    assert!(stderr.contains("not a regular file"), "{stderr}");
+    let metadata = std::fs::metadata("/dev/null").unwrap();
+    assert!(!metadata.is_file(), "/dev/null must still be a device");
+}
+
+#[test]
+fn protocol_header_rejected() {
+    let server = TestServer::start();
+    let output = run(shim_for(&server).env("INFISICAL_CUSTOM_HEADERS", "Content-Length=5").args(["run", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 78);
+    assert!(stderr.contains("Content-Length"), "{stderr}");
+}
