@@ -1,6 +1,8 @@
 //! Hands back to the kernel the pages of the program that only the start-up
 //! needed, so the idle supervisor's resident memory stays small.
 
+use std::path::Path;
+#[cfg(test)]
 use std::path::PathBuf;
 
 use crate::debug;
@@ -44,7 +46,7 @@ pub fn release_startup_pages() {
     debug!("released {} KiB of start-up pages", released / 1024);
 }
 
-fn executable_mappings(smaps: &str, executable: &PathBuf) -> Vec<Mapping> {
+fn executable_mappings(smaps: &str, executable: &Path) -> Vec<Mapping> {
     let executable = executable.to_string_lossy();
     let mut mappings: Vec<Mapping> = Vec::new();
     let mut in_executable = false;
