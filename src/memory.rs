@@ -34,7 +34,7 @@ pub fn release_startup_pages() {
             continue;
         }
         // SAFETY: the range is a whole mapping of this process's own
-        // executable that holds no changed pages, so MADV_DONTNEED only
+        // executable that contains no changed pages, so MADV_DONTNEED only
         // drops pages the kernel can fault back in from the file unchanged.
         let result = unsafe {
             nix::libc::madvise(mapping.start as *mut nix::libc::c_void, mapping.end - mapping.start, nix::libc::MADV_DONTNEED)

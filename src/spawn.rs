@@ -3,9 +3,9 @@
 //! calls before `execve`. Exec failures come back through a close-on-exec
 //! pipe, so they are reported as 127 or 126 before supervision starts.
 //!
-//! `std::process::Command` would copy the whole environment twice (into a
-//! map, then into a C array); with 10,000 secrets that cost more than the
-//! rest of the start-up.
+//! `std::process::Command` would copy the whole environment twice, into a
+//! map and then into a C array. With 10,000 secrets those copies cost more
+//! than the rest of the start-up.
 
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -154,7 +154,7 @@ fn owns_foreground_terminal() -> bool {
     }
 }
 
-/// What the child does between `fork` and `execve`.
+/// The child's set-up between `fork` and `execve`.
 #[derive(Clone, Copy)]
 struct ChildSetup {
     own_group: bool,
@@ -182,7 +182,7 @@ pub fn spawn(argv: &[String], environment: &[CString], inherited: Inherited, mod
 
     if let Some(errno) = read_exec_error(&error_reader) {
         // The child exits at once after reporting; reap it here so the
-        // supervisor never sees it.
+        // supervisor never receives its status.
         let _ = waitpid(child, None);
         return Err(exec_error(&argv[0], errno));
     }
