@@ -229,7 +229,7 @@ impl Client {
     pub fn list_secrets(&self, token: &Secret, query: &ListQuery<'_>) -> Result<Listing> {
         if !self.v3_only.get() {
             let url = format!("{}/v4/secrets", self.api_url);
-            let request = self.http.get(&url).query(&list_parameters(query, "projectId"));
+            let request = self.http.get(with_query(&url, &list_parameters(query, "projectId")));
             let reply = self.send_unchecked(authorized(request, token), "GET", &url, Operation::ListSecrets)?;
             if !is_route_not_found(&reply) {
                 let url = describe_url(&url, query);
@@ -241,7 +241,7 @@ impl Client {
             self.v3_only.set(true);
         }
         let url = format!("{}/v3/secrets/raw", self.api_url);
-        let request = self.http.get(&url).query(&list_parameters(query, "workspaceId"));
+        let request = self.http.get(with_query(&url, &list_parameters(query, "workspaceId")));
         let described = describe_url(&url, query);
         let reply = self.send(authorized(request, token), "GET", &described, Operation::ListSecrets)?;
         parse_json(&reply, "GET", &described, Operation::ListSecrets)
@@ -485,6 +485,21 @@ fn list_parameters<'a>(query: &ListQuery<'a>, project_key: &'a str) -> Vec<(&'a 
         parameters.push(("tagSlugs", query.tags.join(",")));
     }
     parameters
+}
+
+/// Appends percent-encoded query parameters to `url`. Written here rather
+/// than with reqwest's `query` feature, which would add a URL-encoding crate
+/// to a binary with a size budget.
+fn with_query(url: &str, parameters: &[(&str, String)]) -> String {
+    let mut full = String::with_capacity(url.len() + 160);
+    full.push_str(url);
+    for (index, (name, value)) in parameters.iter().enumerate() {
+        full.push(if index == 0 { '?' } else { '&' });
+        full.push_str(&encode_path_segment(name));
+        full.push('=');
+        full.push_str(&encode_path_segment(value));
+    }
+    full
 }
 
 /// Names the listing in messages without repeating every query parameter.
@@ -883,6 +898,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(server_message(&body), "You are not allowed to access this resource: Identity is not a member");
+    }
+
+    #[test]
+    fn query_is_percent_encoded() {
+        let parameters = [("secretPath", "/a b&c".to_string()), ("environment", "dev".to_string())];
+        assert_eq!(with_query("http://h/api", &parameters), "http://h/api?secretPath=%2Fa%20b%26c&environment=dev");
     }
 
     #[test]
