@@ -10,13 +10,12 @@ mod util;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use util::*;
 
 const EXPIRED_TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJleHBpcmVkIn0.expired-token-for-build-tests";
-const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
 /// Limit for one podman call, so a stuck build fails the test instead of
 /// blocking the suite.
 const PODMAN_LIMIT: Duration = Duration::from_secs(600);
@@ -132,31 +131,6 @@ fn require_tools() {
     );
 }
 
-/// Builds the release binary for musl once and returns its path.
-fn static_binary() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let output = Command::new(cargo)
-            .current_dir(repository())
-            .args(["build", "--release", "--bin", "infisical-init", "--target", MUSL_TARGET])
-            .args(["--message-format", "json-render-diagnostics"])
-            .stderr(Stdio::inherit())
-            .output()
-            .expect("cargo runs");
-        assert!(
-            output.status.success(),
-            "the musl build failed: run `rustup target add {MUSL_TARGET}` and install musl-tools"
-        );
-        let executable = text(&output.stdout)
-            .lines()
-            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-            .filter(|message| message["reason"] == "compiler-artifact")
-            .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-            .expect("cargo reports the executable it built");
-        executable
-    })
-}
 
 /// Removes the images a test built, also when it fails.
 struct Images(Vec<String>);

@@ -22,15 +22,13 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use nix::libc;
 
-const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
 const BUSYBOX: &str = "/bin/busybox";
 
 /// Limit for one podman call, so a stuck podman fails the test instead of
@@ -77,33 +75,6 @@ fn require_tools() {
     assert!(Path::new(BUSYBOX).is_file(), "{BUSYBOX} is missing: apt-get install -y busybox-static");
 }
 
-/// Builds the static musl release binary once and returns its path, read
-/// from cargo's JSON messages so a configured target directory is honored.
-fn static_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let output = Command::new(cargo)
-                .current_dir(repository())
-                .args(["build", "--release", "--bin", "infisical-init", "--target", MUSL_TARGET])
-                .args(["--message-format", "json-render-diagnostics"])
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("cargo runs");
-            assert!(
-                output.status.success(),
-                "the musl build failed: run `rustup target add {MUSL_TARGET}` and install musl-tools"
-            );
-            text(&output.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .filter(|message| message["reason"] == "compiler-artifact")
-                .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-                .expect("cargo reports the executable it built")
-        })
-        .clone()
-}
 
 /// An image built for one test, removed when dropped.
 struct Image {

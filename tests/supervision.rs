@@ -38,8 +38,6 @@ const EXIT_LIMIT: Duration = Duration::from_secs(20);
 /// The recorder's exit status when its standard input reaches end of file.
 const RECORDER_EXIT_STATUS: i32 = 3;
 
-const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
-
 /// Child that records signals. Installs a handler for every signal the C
 /// library lets it catch (all but KILL, STOP and the ones glibc reserves),
 /// SIGCHLD included, so a forwarded SIGCHLD would show. With
@@ -474,33 +472,6 @@ fn shim_with_recorder(server: &TestServer, options: &[&str]) -> Command {
     command
 }
 
-/// Builds the static musl release binary once and returns its path, read
-/// from cargo's JSON messages so a configured target directory is honored.
-fn static_binary() -> PathBuf {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY
-        .get_or_init(|| {
-            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-            let output = Command::new(cargo)
-                .current_dir(repository())
-                .args(["build", "--release", "--bin", "infisical-init", "--target", MUSL_TARGET])
-                .args(["--message-format", "json-render-diagnostics"])
-                .stderr(Stdio::inherit())
-                .output()
-                .expect("cargo runs");
-            assert!(
-                output.status.success(),
-                "the musl build failed: run `rustup target add {MUSL_TARGET}` and install musl-tools"
-            );
-            text(&output.stdout)
-                .lines()
-                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-                .filter(|message| message["reason"] == "compiler-artifact")
-                .find_map(|message| message["executable"].as_str().map(PathBuf::from))
-                .expect("cargo reports the executable it built")
-        })
-        .clone()
-}
 
 // ---------------------------------------------------------------------------
 // Forwarding

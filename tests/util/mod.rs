@@ -242,3 +242,35 @@ pub fn temp_dir(name: &str) -> PathBuf {
 pub fn write_file(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap();
 }
+
+/// The target of the static binary that goes into images.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// Builds the static musl release binary once per test process and returns
+/// its path, read from cargo's JSON messages so a configured target
+/// directory is honored.
+pub fn static_binary() -> PathBuf {
+    static BINARY: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let output = Command::new(cargo)
+                .current_dir(repository())
+                .args(["build", "--release", "--bin", "infisical-init", "--target", MUSL_TARGET])
+                .args(["--message-format", "json-render-diagnostics"])
+                .stderr(Stdio::inherit())
+                .output()
+                .expect("cargo runs");
+            assert!(
+                output.status.success(),
+                "the musl build failed: run `rustup target add {MUSL_TARGET}` and install musl-tools"
+            );
+            text(&output.stdout)
+                .lines()
+                .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+                .filter(|message| message["reason"] == "compiler-artifact")
+                .find_map(|message| message["executable"].as_str().map(PathBuf::from))
+                .expect("cargo reports the executable it built")
+        })
+        .clone()
+}
