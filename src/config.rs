@@ -289,12 +289,13 @@ fn supervision(args: &cli::RunArgs) -> Result<Supervision> {
         let parsed = rule
             .split_once(':')
             .and_then(|(from, to)| Some((parse_signal(from)?, parse_signal(to)?)))
-            .filter(|(from, _)| *from != 0);
+            .filter(|(from, _)| ![0, nix::libc::SIGKILL, nix::libc::SIGSTOP, nix::libc::SIGCHLD].contains(from));
         match parsed {
             Some(pair) => rewrites.push(pair),
             None => {
                 return Err(Error::usage(format!(
-                    "invalid --rewrite '{rule}': use SIGNAL:SIGNAL with names or numbers, such as TERM:QUIT or 15:3, or SIG:0 to drop"
+                    "invalid --rewrite '{rule}': use SIGNAL:SIGNAL with names or numbers, such as TERM:QUIT or 15:3, \
+                     or SIG:0 to drop; KILL, STOP and CHLD cannot be rewritten because they never reach the shim's forwarding"
                 )))
             }
         }
@@ -649,6 +650,22 @@ pub fn run_config(args: &cli::RunArgs, env: &Environment) -> Result<RunConfig> {
     if args.exec && args.build {
         return Err(Error::usage("--exec and --build cannot be combined: pick one"));
     }
+    let supervision_flags = args.kill_group
+        || args.drain.is_some()
+        || !args.rewrite.is_empty()
+        || !args.remap_exit.is_empty()
+        || args.stop_timeout.is_some();
+    if args.exec && supervision_flags {
+        return Err(Error::usage(
+            "--exec replaces infisical-init with the command, so nothing is left to apply --kill-group, --drain, \
+             --rewrite, --remap-exit or --stop-timeout: drop --exec or those options",
+        ));
+    }
+    if args.build && (args.kill_group || args.drain.is_some()) {
+        return Err(Error::usage(
+            "--build runs the command in the shim's own process group, so --kill-group and --drain do not apply: drop them",
+        ));
+    }
     let mode = if args.exec {
         RunMode::Exec
     } else if args.build {
@@ -660,13 +677,14 @@ pub fn run_config(args: &cli::RunArgs, env: &Environment) -> Result<RunConfig> {
     if args.verbose {
         connection.log_level = Level::Debug;
     }
+    let supervision = supervision(args)?;
     let fetch = fetch_options(args.fetch_flags(), env)?;
     Ok(RunConfig {
         connection,
         credentials: credentials(env, mode == RunMode::Build)?,
         fetch,
         mode,
-        supervision: supervision(args)?,
+        supervision,
         command: args.command.clone(),
     })
 }

@@ -102,3 +102,17 @@ fn protocol_header_rejected() {
     let stderr = assert_clean_failure(&output, 78);
     assert!(stderr.contains("Content-Length"), "{stderr}");
 }
+
+#[test]
+fn exec_rejects_supervision_options() {
+    let output = run(shim().args(["run", "--exec", "--kill-group", "--project-id", "p", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 64);
+    assert!(stderr.contains("--exec"), "{stderr}");
+}
+
+#[test]
+fn rewrite_of_kill_rejected() {
+    let output = run(shim().args(["run", "--rewrite", "KILL:TERM", "--project-id", "p", "--", "true"]));
+    let stderr = assert_clean_failure(&output, 64);
+    assert!(stderr.contains("KILL:TERM"), "{stderr}");
+}
