@@ -58,6 +58,21 @@ pub fn python() -> PathBuf {
         .clone()
 }
 
+/// Gives SIGINT, SIGQUIT and SIGHUP their default action in the test
+/// process, once. A runner started in the background of a non-interactive
+/// shell, or under nohup, ignores them, and ignored dispositions pass on to
+/// the shim and its child, which would then never see these signals.
+pub fn restore_default_signals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for signal in [nix::libc::SIGINT, nix::libc::SIGQUIT, nix::libc::SIGHUP] {
+            // SAFETY: SIG_DFL installs no handler; the test process runs no
+            // code that depends on these signals being ignored.
+            unsafe { nix::libc::signal(signal, nix::libc::SIG_DFL) };
+        }
+    });
+}
+
 /// A running test server, stopped (by its pid) when dropped. Its standard
 /// input is a pipe from the test process, so it also exits when the test
 /// process dies without dropping it.
@@ -73,6 +88,7 @@ impl TestServer {
     }
 
     pub fn with_args(args: &[&str]) -> TestServer {
+        restore_default_signals();
         let script = repository().join("tests/server/infisical_test_server.py");
         let mut child = Command::new(python())
             .arg(&script)
@@ -136,6 +152,7 @@ impl Drop for TestServer {
 /// LANG survive, so no inherited `INFISICAL_*` setting can point it anywhere
 /// but the test server.
 pub fn shim() -> Command {
+    restore_default_signals();
     let mut command = Command::new(binary());
     command.env_clear();
     // A test that forgets to name its server reaches a closed loopback port
