@@ -398,10 +398,14 @@ impl Client {
     }
 
     fn note_attempts(&self, mut error: Error, attempts: u32) -> Error {
-        if attempts > 1 {
+        let deadline_reached = self
+            .deadline
+            .is_some_and(|deadline| deadline.saturating_duration_since(Instant::now()) < MIN_LAST_TRY);
+        if attempts > 1 || deadline_reached {
             error.message = format!(
-                "{} (gave up after {attempts} attempts in {:.1} s; raise --timeout or INFISICAL_TIMEOUT to wait longer)",
+                "{} (gave up after {attempts} {} in {:.1} s; raise --timeout or INFISICAL_TIMEOUT to wait longer)",
                 error.message,
+                if attempts == 1 { "attempt" } else { "attempts" },
                 self.started.elapsed().as_secs_f64()
             );
         }

@@ -445,7 +445,16 @@ pub fn seconds(value: &str, source: &str) -> Result<Duration> {
         .ok()
         .filter(|seconds| seconds.is_finite() && *seconds >= 0.0 && *seconds < 1e9)
         .map(Duration::from_secs_f64)
-        .ok_or_else(|| Error::config(format!("invalid number of seconds '{text}' in {source}: use a number such as 30 or 0.5")))
+        .ok_or_else(|| {
+            // A bad flag is a usage error (64), a bad variable a configuration
+            // error (78), as for every other setting.
+            let message = format!("invalid number of seconds '{text}' in {source}: use a number such as 30 or 0.5");
+            if source.starts_with("--") {
+                Error::usage(message)
+            } else {
+                Error::config(message)
+            }
+        })
 }
 
 /// Parses `INFISICAL_CUSTOM_HEADERS`: space-separated `Name=value` pairs,

@@ -179,7 +179,9 @@ fn check_outcome(name: &str, outcome: &Outcome, paths: &[String], expected: &Exp
             let attempts = gave_up_attempts(line);
             assert_eq!(attempts, Some(count_path(paths, route)), "gave-up count vs requests to {route}; {context}");
         }
-        None => assert_eq!(gave_up_attempts(line), None, "one attempt reported as retries; {context}"),
+        // A single try that ran into the deadline says "gave up after 1
+        // attempt"; anything more would report retries that never happened.
+        None => assert!(gave_up_attempts(line).unwrap_or(1) <= 1, "one attempt reported as retries; {context}"),
     }
 }
 
