@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::cli;
+use crate::{cli, signals};
 use crate::error::{Error, Result};
 use crate::log::Level;
 
@@ -261,15 +261,16 @@ impl Supervision {
 }
 
 /// Parses a signal given as a number, a name with or without `SIG`, in any
-/// case, or `RTMIN+N` / `RTMAX-N`.
+/// case, or `RTMIN+N` / `RTMAX-N` with RTMIN numbered 34, as `kill -l` and
+/// podman number it.
 pub fn parse_signal(text: &str) -> Option<i32> {
     let text = text.trim();
     if let Ok(number) = text.parse::<i32>() {
-        return (0..=nix::libc::SIGRTMAX()).contains(&number).then_some(number);
+        return (0..=signals::RTMAX).contains(&number).then_some(number);
     }
     let upper = text.to_ascii_uppercase();
     let name = upper.strip_prefix("SIG").unwrap_or(&upper);
-    let (rt_min, rt_max) = (nix::libc::SIGRTMIN(), nix::libc::SIGRTMAX());
+    let (rt_min, rt_max) = (signals::RTMIN, signals::RTMAX);
     if let Some(offset) = name.strip_prefix("RTMIN") {
         let offset = if offset.is_empty() { 0 } else { offset.strip_prefix('+')?.parse::<i32>().ok()? };
         return (rt_min + offset <= rt_max).then_some(rt_min + offset);
@@ -769,8 +770,11 @@ mod tests {
         assert_eq!(parse_signal("sigusr1"), Some(10));
         assert_eq!(parse_signal("9"), Some(9));
         assert_eq!(parse_signal("0"), Some(0));
-        assert_eq!(parse_signal("RTMIN+3"), Some(nix::libc::SIGRTMIN() + 3));
-        assert_eq!(parse_signal("SIGRTMAX"), Some(nix::libc::SIGRTMAX()));
+        assert_eq!(parse_signal("RTMIN"), Some(34));
+        assert_eq!(parse_signal("RTMIN+3"), Some(37));
+        assert_eq!(parse_signal("SIGRTMAX"), Some(64));
+        assert_eq!(parse_signal("RTMAX-2"), Some(62));
+        assert_eq!(parse_signal("RTMIN+31"), None);
         assert_eq!(parse_signal("NOPE"), None);
         assert_eq!(parse_signal("99"), None);
     }

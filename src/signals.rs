@@ -267,16 +267,25 @@ impl Signals {
     }
 }
 
+/// The first real-time signal as glibc programs, `kill -l`, Docker and
+/// podman number them. glibc reserves 32 and 33; musl, which the static
+/// binary is built with, also reserves 34 and would call 35 SIGRTMIN, so the
+/// C library's own value would disagree with every tool a user compares.
+pub const RTMIN: i32 = 34;
+/// The last real-time signal on Linux.
+pub const RTMAX: i32 = 64;
+
 /// Returns a signal's name for messages, such as `SIGTERM` or `SIGRTMIN+3`.
 pub fn name(signal: i32) -> String {
     if let Some(name) = signal_hook::low_level::signal_name(signal) {
         return name.to_string();
     }
-    let rt_min = libc::SIGRTMIN();
-    if (rt_min..=libc::SIGRTMAX()).contains(&signal) {
-        return format!("SIGRTMIN+{}", signal - rt_min);
+    match signal {
+        RTMIN => "SIGRTMIN".to_string(),
+        RTMAX => "SIGRTMAX".to_string(),
+        _ if (RTMIN..RTMAX).contains(&signal) => format!("SIGRTMIN+{}", signal - RTMIN),
+        _ => format!("signal {signal}"),
     }
-    format!("signal {signal}")
 }
 
 /// Restores the inherited signal mask and SIGCHLD disposition. Runs in the

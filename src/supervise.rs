@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use nix::errno::Errno;
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::{getpid, tcsetpgrp, Pid};
 
 use crate::config::Supervision;
@@ -53,6 +52,8 @@ struct Supervisor<'a> {
     /// Whether a job-control signal was forwarded and the child's stop is
     /// expected, so the shim stops with it.
     job_stop_requested: bool,
+    /// Whether the main child's status has been collected.
+    child_reaped: bool,
 }
 
 /// Forwards signals to the child and reaps zombies until the child ends;
@@ -70,6 +71,7 @@ pub fn supervise(child: &Started, signals: &Signals, options: &Supervision) -> u
         kill_deadline: None,
         shares_group: !child.own_group,
         job_stop_requested: false,
+        child_reaped: false,
     };
     let code = supervisor.run();
     if options.kill_group {
@@ -155,32 +157,12 @@ impl Supervisor<'_> {
     fn reap(&mut self) -> Option<u8> {
         let mut child_code = None;
         loop {
-            match waitpid(None, Some(WaitPidFlag::WNOHANG | WaitPidFlag::WUNTRACED)) {
-                Ok(WaitStatus::Exited(pid, code)) if pid == self.child => {
-                    debug!("command exited with status {code}");
-                    child_code = Some(u8::try_from(code).unwrap_or(255));
-                }
-                Ok(WaitStatus::Signaled(pid, signal, _)) if pid == self.child => {
-                    debug!("command was killed by {}", signals::name(signal as i32));
-                    child_code = Some(signal_exit_code(signal as i32));
-                }
-                Ok(WaitStatus::Stopped(pid, signal)) if pid == self.child => {
-                    debug!("command stopped by {}", signals::name(signal as i32));
-                    // At a terminal (Ctrl-Z) or after a forwarded TSTP, the
-                    // shell above waits on the shim, so the shim stops too. A
-                    // plain SIGSTOP to the child alone leaves the shim running.
-                    if self.terminal || self.job_stop_requested {
-                        self.job_stop_requested = false;
-                        stop_self();
-                    }
-                }
-                Ok(WaitStatus::Exited(pid, code)) => debug!("reaped pid {pid} (exit status {code})"),
-                Ok(WaitStatus::Signaled(pid, signal, _)) => {
-                    debug!("reaped pid {pid} (killed by {})", signals::name(signal as i32));
-                }
-                Ok(WaitStatus::StillAlive) => return child_code,
+            let (pid, event) = match wait_any() {
+                Ok(Some(reaped)) => reaped,
+                Ok(None) => return child_code,
+                Err(Errno::EINTR) => continue,
                 Err(Errno::ECHILD) => {
-                    if child_code.is_none() && !process_exists(self.child) {
+                    if child_code.is_none() && !self.child_reaped && !process_exists(self.child) {
                         // Cannot happen while SIGCHLD has its default action,
                         // which `Signals::block` sets; kept so a lost status
                         // ends the shim instead of hanging it.
@@ -189,11 +171,35 @@ impl Supervisor<'_> {
                     }
                     return child_code;
                 }
-                Ok(_) | Err(Errno::EINTR) => {}
                 Err(error) => {
                     warn!("waitpid failed: {error}");
                     return child_code;
                 }
+            };
+            match event {
+                ChildEvent::Exited(code) if pid == self.child => {
+                    debug!("command exited with status {code}");
+                    self.child_reaped = true;
+                    child_code = Some(u8::try_from(code).unwrap_or(255));
+                }
+                ChildEvent::Killed(signal) if pid == self.child => {
+                    debug!("command was killed by {}", signals::name(signal));
+                    self.child_reaped = true;
+                    child_code = Some(signal_exit_code(signal));
+                }
+                ChildEvent::Stopped(signal) if pid == self.child => {
+                    debug!("command stopped by {}", signals::name(signal));
+                    // At a terminal (Ctrl-Z) or after a forwarded TSTP, the
+                    // shell above waits on the shim, so the shim stops too. A
+                    // plain SIGSTOP to the child alone leaves the shim running.
+                    if self.terminal || self.job_stop_requested {
+                        self.job_stop_requested = false;
+                        stop_self();
+                    }
+                }
+                ChildEvent::Exited(code) => debug!("reaped pid {pid} (exit status {code})"),
+                ChildEvent::Killed(signal) => debug!("reaped pid {pid} (killed by {})", signals::name(signal)),
+                ChildEvent::Stopped(_) | ChildEvent::Other => {}
             }
         }
     }
@@ -228,6 +234,41 @@ impl Supervisor<'_> {
             let _ = self.reap();
         }
     }
+}
+
+/// What `waitpid` reported for one child.
+enum ChildEvent {
+    Exited(i32),
+    Killed(i32),
+    Stopped(i32),
+    Other,
+}
+
+/// Collects one child's status without blocking; `Ok(None)` when children
+/// exist but none has changed. Calls `waitpid` directly and decodes the raw
+/// status, because nix's `WaitStatus` cannot represent a death by a
+/// real-time signal: it returns EINVAL after the kernel has already
+/// consumed the status, which would lose the child's exit.
+fn wait_any() -> Result<Option<(Pid, ChildEvent)>, Errno> {
+    let mut status: nix::libc::c_int = 0;
+    // SAFETY: waitpid writes one int through a pointer to a live local.
+    let pid = unsafe { nix::libc::waitpid(-1, &mut status, nix::libc::WNOHANG | nix::libc::WUNTRACED) };
+    if pid < 0 {
+        return Err(Errno::last());
+    }
+    if pid == 0 {
+        return Ok(None);
+    }
+    let event = if nix::libc::WIFEXITED(status) {
+        ChildEvent::Exited(nix::libc::WEXITSTATUS(status))
+    } else if nix::libc::WIFSIGNALED(status) {
+        ChildEvent::Killed(nix::libc::WTERMSIG(status))
+    } else if nix::libc::WIFSTOPPED(status) {
+        ChildEvent::Stopped(nix::libc::WSTOPSIG(status))
+    } else {
+        ChildEvent::Other
+    };
+    Ok(Some((Pid::from_raw(pid), event)))
 }
 
 fn describe_target(target: Pid) -> String {

@@ -116,3 +116,52 @@ fn rewrite_of_kill_rejected() {
     let stderr = assert_clean_failure(&output, 64);
     assert!(stderr.contains("KILL:TERM"), "{stderr}");
 }
+
+#[test]
+fn real_time_signal_death_gives_128_plus_number() {
+    let server = TestServer::start();
+    for signal in [34, 40, 64] {
+        let script = format!("kill -s {signal} $$ 2>/dev/null || kill -{signal} $$");
+        let mut command = shim_for(&server);
+        command.args(["run", "--", "sh", "-c", &script]);
+        let output = run_with_limit(&mut command, Duration::from_secs(20));
+        let stderr = text(&output.stderr);
+        assert_eq!(code(&output.status), 128 + signal, "child killed by signal {signal}; stderr:\n{stderr}");
+        assert!(!stderr.contains("waitpid failed"), "{stderr}");
+        assert!(!stderr.contains("status was lost"), "{stderr}");
+    }
+}
+
+#[test]
+fn group_drain_reports_no_lost_status() {
+    let server = TestServer::start();
+    let mut command = shim_for(&server);
+    command.args(["run", "--kill-group", "--drain", "1", "--", "sh", "-c", "sleep 1000 & sleep 0.2; exit 5"]);
+    let output = run_with_limit(&mut command, Duration::from_secs(20));
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output.status), 5, "{stderr}");
+    assert!(!stderr.contains("status was lost"), "{stderr}");
+}
+
+#[test]
+fn rewrite_to_rtmin_sends_34() {
+    let server = TestServer::start();
+    let script = "trap 'echo got34; exit 0' 34; echo ready; while :; do sleep 0.05; done";
+    let mut command = shim_for(&server);
+    command
+        .args(["run", "--rewrite", "USR1:RTMIN", "--", "bash", "-c", script])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let sent = std::process::Command::new("kill").args(["-s", "USR1", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line.trim(), "got34");
+    let output = wait_with_limit(child, Duration::from_secs(20));
+    assert_eq!(code(&output.status), 0, "{}", text(&output.stderr));
+}
