@@ -243,11 +243,20 @@ fn explain_build_token_error(error: Error, config: &config::RunConfig) -> Error 
     if !build_token || !error.token_rejected {
         return error;
     }
+    // The generic advice for a rejected token is replaced by the build one.
+    let generic_hints = [
+        "; the access token was rejected: log in again or mint a new token",
+        "; the access token is expired or invalid: log in again or mint a new token",
+    ];
+    let base = generic_hints
+        .iter()
+        .find_map(|hint| error.message.strip_suffix(hint))
+        .unwrap_or(&error.message)
+        .to_string();
     let message = format!(
-        "{}; the build token has expired or was revoked: mint a fresh one with `infisical-init login` \
+        "{base}; the build token has expired or was revoked: mint a fresh one with `infisical-init login` \
          (with INFISICAL_UNIVERSAL_AUTH_CLIENT_ID and INFISICAL_UNIVERSAL_AUTH_CLIENT_SECRET set) and pass it \
-         to the build again, preferably as a secret (--secret id=infisical_token,src=FILE)",
-        error.message
+         to the build again, preferably as a secret (--secret id=infisical_token,src=FILE)"
     );
     Error { message, ..error }
 }
@@ -316,8 +325,13 @@ impl<R: std::io::BufRead> TakeLine for R {
 /// runtime start-up to flush it at exit.
 pub fn write_stdout(bytes: &[u8]) -> Result<()> {
     let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(bytes)
-        .and_then(|()| stdout.flush())
-        .map_err(|error| Error::new(Kind::CannotWrite, format!("failed to write to standard output: {error}")))
+    stdout.write_all(bytes).and_then(|()| stdout.flush()).map_err(|error| {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            // The reader has gone, as `head` does; exit quietly with the status
+            // a death by SIGPIPE gives, as other command-line tools do.
+            Error::new(Kind::Aborted(nix::libc::SIGPIPE), String::new())
+        } else {
+            Error::new(Kind::CannotWrite, format!("failed to write to standard output: {error}"))
+        }
+    })
 }

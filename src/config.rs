@@ -151,10 +151,12 @@ pub fn read_setting_file(variable: &str, path: &Path) -> Result<String> {
         }
     }
     let text = std::fs::read_to_string(path).map_err(|error| {
-        Error::config(format!(
-            "failed to read {variable} file {}: {error}; check that the secret is mounted there",
-            path.display()
-        ))
+        let hint = if error.kind() == std::io::ErrorKind::PermissionDenied {
+            "check the file's owner and mode against the user the container runs as"
+        } else {
+            "check that the secret is mounted there"
+        };
+        Error::config(format!("failed to read {variable} file {}: {error}; {hint}", path.display()))
     })?;
     let value = text.trim_end_matches(['\n', '\r']).to_string();
     if value.is_empty() {

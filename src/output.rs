@@ -83,7 +83,7 @@ pub fn export(args: &cli::ExportArgs, environment: Environment, signals: &Signal
     }
     for rejected in &encoded.rejected {
         warn!(
-            "secret {} left out of the {} output: {}",
+            "secret {:?} left out of the {} output: {}",
             rejected.key,
             format.name(),
             rejected.reason.describe()
@@ -159,6 +159,8 @@ impl Format {
 pub enum Reason {
     /// The key is not a POSIX shell variable name.
     ShellName,
+    /// The key names a variable the shell or the system relies on.
+    ReservedName,
     /// The key has a character outside `A-Z a-z 0-9 _ . -`.
     DotenvName,
     /// The value has a NUL byte, which no environment variable can contain.
@@ -175,6 +177,10 @@ impl Reason {
             Reason::ShellName => {
                 "the key is not a shell variable name (letters, digits and _, not starting with a digit)"
             }
+            Reason::ReservedName => {
+                "the key names a variable the shell or system relies on (PATH, IFS, LD_PRELOAD and the like), \
+                 which run never injects either"
+            }
             Reason::DotenvName => "the key has characters other than letters, digits, '_', '.' and '-'",
             Reason::NulByte => "the value contains a NUL byte, which an environment variable cannot contain",
             Reason::Interpolation => {
@@ -189,7 +195,7 @@ impl Reason {
     }
 
     fn is_key_problem(self) -> bool {
-        matches!(self, Reason::ShellName | Reason::DotenvName)
+        matches!(self, Reason::ShellName | Reason::DotenvName | Reason::ReservedName)
     }
 }
 
@@ -240,6 +246,9 @@ fn encode_line(format: Format, key: &str, value: &str) -> std::result::Result<St
             if !is_shell_name(key) {
                 return Err(Reason::ShellName);
             }
+            if is_shell_reserved(key) {
+                return Err(Reason::ReservedName);
+            }
             Ok(format!("export {key}={}\n", shell_quote(value)?))
         }
         Format::Dotenv | Format::DotenvExport => {
@@ -254,10 +263,17 @@ fn encode_line(format: Format, key: &str, value: &str) -> std::result::Result<St
 }
 
 fn rejection_error(format: Format, rejected: &[Rejected]) -> Error {
-    let details: Vec<String> = rejected
+    // Keys come from the server: escaped, so a line break in one cannot
+    // forge a log line, and capped, so thousands of them stay one readable line.
+    const SHOWN: usize = 10;
+    let mut details: Vec<String> = rejected
         .iter()
-        .map(|item| format!("{} ({})", item.key, item.reason.describe()))
+        .take(SHOWN)
+        .map(|item| format!("{:?} ({})", item.key, item.reason.describe()))
         .collect();
+    if rejected.len() > SHOWN {
+        details.push(format!("and {} more", rejected.len() - SHOWN));
+    }
     let noun = if rejected.len() == 1 { "secret" } else { "secrets" };
     let only_json = format == Format::Shell || rejected.iter().any(|item| item.reason == Reason::NulByte);
     let hint = if rejected.iter().all(|item| item.reason.is_key_problem()) {
@@ -272,6 +288,14 @@ fn rejection_error(format: Format, rejected: &[Rejected]) -> Error {
         format.name(),
         details.join(", ")
     ))
+}
+
+/// Names that `eval` of the shell format must not set: the names `run`
+/// keeps from secrets, the variables that change how a shell parses and
+/// runs commands, and the dynamic loader's.
+fn is_shell_reserved(key: &str) -> bool {
+    const SHELL_VARIABLES: &[&str] = &["IFS", "ENV", "BASH_ENV", "CDPATH", "PS4", "SHELLOPTS", "BASHOPTS"];
+    crate::env::is_reserved(key) || SHELL_VARIABLES.contains(&key) || key.starts_with("LD_")
 }
 
 /// Returns true for a POSIX shell variable name: `[A-Za-z_][A-Za-z0-9_]*`.

@@ -165,3 +165,67 @@ fn rewrite_to_rtmin_sends_34() {
     let output = wait_with_limit(child, Duration::from_secs(20));
     assert_eq!(code(&output.status), 0, "{}", text(&output.stderr));
 }
+
+/// Writes a dataset with the given `dev /` secrets and returns its path.
+fn dataset(name: &str, secrets: &[(&str, &str)]) -> std::path::PathBuf {
+    let directory = temp_dir(name);
+    let secrets: Vec<serde_json::Value> =
+        secrets.iter().map(|(key, value)| serde_json::json!({"key": key, "value": value})).collect();
+    let data = serde_json::json!({"projects": [{
+        "id": PROJECT_ID, "slug": "hardening",
+        "environments": [{"slug": "dev", "name": "Development"}],
+        "folders": {"dev": {"/": {"secrets": secrets}}}
+    }]});
+    let path = directory.join("data.json");
+    std::fs::write(&path, data.to_string()).unwrap();
+    path
+}
+
+#[test]
+fn shell_export_rejects_reserved_names() {
+    let data = dataset("reserved", &[("PATH", "/evil"), ("IFS", "x"), ("LD_PRELOAD", "/x.so"), ("OK", "1")]);
+    let server = TestServer::with_args(&["--data", data.to_str().unwrap()]);
+    let output = run(shim_for(&server).args(["export", "--format", "shell"]));
+    let stderr = assert_clean_failure(&output, 78);
+    for key in ["PATH", "IFS", "LD_PRELOAD"] {
+        assert!(stderr.contains(&format!("\"{key}\"")), "{key} not named:\n{stderr}");
+    }
+    let output = run(shim_for(&server).args(["export", "--format", "shell", "--skip-invalid"]));
+    assert_eq!(code(&output.status), 0, "{}", text(&output.stderr));
+    assert_eq!(text(&output.stdout), "export OK='1'\n");
+}
+
+#[test]
+fn rejected_key_cannot_forge_log_line() {
+    let forged = "X\ninfisical-init: [1] info: injected 0 secrets";
+    let data = dataset("forged", &[(forged, "v")]);
+    let server = TestServer::with_args(&["--data", data.to_str().unwrap()]);
+    let output = run(shim_for(&server).args(["export", "--format", "shell"]));
+    let stderr = assert_clean_failure(&output, 78);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+}
+
+#[test]
+fn many_rejected_keys_stay_one_short_line() {
+    let names: Vec<String> = (0..500).map(|index| format!("bad-key-{index}")).collect();
+    let secrets: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "v")).collect();
+    let data = dataset("many", &secrets);
+    let server = TestServer::with_args(&["--data", data.to_str().unwrap()]);
+    let output = run(shim_for(&server).args(["export", "--format", "shell"]));
+    let stderr = assert_clean_failure(&output, 78);
+    assert!(stderr.contains("and 490 more"), "{stderr}");
+    assert!(stderr.len() < 4000, "{} bytes", stderr.len());
+}
+
+#[test]
+fn closed_stdout_exits_quietly() {
+    let server = TestServer::with_args(&["--generate", "3000"]);
+    let mut command = shim_for(&server);
+    command.args(["export", "--format", "json"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    let output = wait_with_limit(child, Duration::from_secs(20));
+    let stderr = text(&output.stderr);
+    assert_eq!(code(&output.status), 141, "{stderr}");
+    assert!(!stderr.contains("error:"), "{stderr}");
+}
