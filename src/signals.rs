@@ -48,9 +48,9 @@ fn bit(signal: i32) -> KernelMask {
     1 << (signal - 1)
 }
 
-/// What the shim inherited and must hand back to the child: the signal mask
-/// and the disposition of SIGCHLD, which the shim sets to the default so
-/// that it can wait for its children.
+/// The signal state the shim inherited and hands back to the child: the
+/// signal mask and the disposition of SIGCHLD, which the shim sets to the
+/// default so that it can wait for its children.
 #[derive(Clone, Copy)]
 pub struct Inherited {
     pub mask: KernelMask,

@@ -34,7 +34,8 @@ pub fn leave_working_directory() {
 }
 
 /// Signals that stop a process for job control. The shim forwards them and
-/// then stops itself, so a shell above it sees the job stop.
+/// stops itself once the child stops, so a shell above it finds the job
+/// stopped.
 const JOB_CONTROL_SIGNALS: &[i32] = &[nix::libc::SIGTSTP, nix::libc::SIGTTIN, nix::libc::SIGTTOU];
 
 /// The supervisor's state while the child runs.
@@ -236,7 +237,7 @@ impl Supervisor<'_> {
     }
 }
 
-/// What `waitpid` reported for one child.
+/// One child's change of state, as `waitpid` reported it.
 enum ChildEvent {
     Exited(i32),
     Killed(i32),
