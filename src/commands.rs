@@ -94,7 +94,7 @@ pub fn access_token(client: &Client, credentials: &Credentials) -> Result<Secret
 
 /// Fetches every requested folder and merges them in order. When nothing
 /// comes back, checks whether the environment slug exists, because the
-/// server answers an unknown slug with an empty list.
+/// server returns an empty list for an unknown slug.
 pub fn fetch_secrets(client: &Client, token: &Secret, fetch: &FetchOptions) -> Result<SecretSet> {
     let mut set = SecretSet::default();
     for path in &fetch.paths {
