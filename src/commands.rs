@@ -173,7 +173,7 @@ fn run(args: &cli::RunArgs, environment: Environment, signals: &Signals) -> Resu
     if config.mode == RunMode::Build {
         warn_build_argument(&config.credentials, &environment);
     }
-    let fetch = config.fetch.clone();
+    let fetch = &config.fetch;
     let secrets = fetch_abortable(signals, config.connection.clone(), config.credentials.clone(), fetch.clone())
         .map_err(|error| explain_build_token_error(error, &config))?;
     let count = secrets.len();

@@ -14,8 +14,27 @@ use crate::cli;
 use crate::commands::{fetch_abortable, write_stdout};
 use crate::config::{self, Environment};
 use crate::error::{Error, Kind, Result};
+use crate::secrets::SecretSet;
 use crate::signals::Signals;
 use crate::{debug, info, log, warn};
+
+/// Reads the connection and fetch settings shared by `get` and `export`,
+/// then fetches the secrets; returns them with a description of where they
+/// came from, for messages.
+fn fetch_with_flags(
+    connection: cli::ConnectionFlags<'_>,
+    fetch: cli::FetchFlags<'_>,
+    environment: &Environment,
+    signals: &Signals,
+) -> Result<(SecretSet, String)> {
+    let connection = config::connection(connection, environment)?;
+    log::set_max_level(connection.log_level);
+    let fetch = config::fetch_options(fetch, environment)?;
+    let credentials = config::credentials(environment, false)?;
+    let location = describe_location(&fetch);
+    let secrets = fetch_abortable(signals, connection, credentials, fetch)?;
+    Ok((secrets, location))
+}
 
 /// Prints the value of each named secret followed by a newline, in argument
 /// order. Nothing is printed unless every name is found or `--allow-missing`
@@ -24,12 +43,7 @@ pub fn get(args: &cli::GetArgs, environment: Environment, signals: &Signals) -> 
     if args.names.is_empty() {
         return Err(Error::usage("missing secret name: use infisical-init get [OPTIONS] NAME..."));
     }
-    let connection = config::connection(args.connection_flags(), &environment)?;
-    log::set_max_level(connection.log_level);
-    let fetch = config::fetch_options(args.fetch_flags(), &environment)?;
-    let credentials = config::credentials(&environment, false)?;
-    let location = describe_location(&fetch);
-    let secrets = fetch_abortable(signals, connection, credentials, fetch)?;
+    let (secrets, location) = fetch_with_flags(args.connection_flags(), args.fetch_flags(), &environment, signals)?;
 
     let missing: Vec<&str> = args
         .names
@@ -70,12 +84,7 @@ pub fn export(args: &cli::ExportArgs, environment: Environment, signals: &Signal
         Some(path) => Some(PathBuf::from(path)),
         None => None,
     };
-    let connection = config::connection(args.connection_flags(), &environment)?;
-    log::set_max_level(connection.log_level);
-    let fetch = config::fetch_options(args.fetch_flags(), &environment)?;
-    let credentials = config::credentials(&environment, false)?;
-    let location = describe_location(&fetch);
-    let secrets = fetch_abortable(signals, connection, credentials, fetch)?;
+    let (secrets, location) = fetch_with_flags(args.connection_flags(), args.fetch_flags(), &environment, signals)?;
 
     let encoded = encode(format, secrets.entries())?;
     if !encoded.rejected.is_empty() && !args.skip_invalid {
