@@ -19,7 +19,7 @@ use crate::{debug, info};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Per-request limit covering the response headers and each body read.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// The least time left before the deadline that is still worth a try.
+/// The minimum time left before the deadline that is still worth a try.
 const MIN_LAST_TRY: Duration = Duration::from_millis(200);
 /// Responses larger than this are rejected; 10,000 secrets take about 4 MB.
 pub const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
@@ -265,7 +265,7 @@ impl Client {
     /// Sends a request and reads the whole body, up to `MAX_BODY_BYTES`.
     /// Connection failures, timeouts, 429, 502, 503 and 504 are retried with
     /// exponential backoff and full jitter until the deadline; a 429 waits
-    /// as long as the server asks. Other statuses are returned as they are.
+    /// as long as the server requests. Other statuses are returned as they are.
     fn send_unchecked(&self, request: RequestBuilder, method: &str, url: &str, operation: Operation) -> Result<Reply> {
         let mut attempt: u32 = 0;
         loop {
@@ -440,7 +440,7 @@ fn short_reason(reason: &str) -> &str {
     without_hint.rsplit(": ").next().unwrap_or(without_hint)
 }
 
-/// Reads how long a 429 asks the client to wait: `Retry-After`, else
+/// Reads how long a 429 requests the client to wait: `Retry-After`, else
 /// `x-ratelimit-reset`, else the seconds in "try again in N seconds".
 fn rate_limit_wait(reply: &Reply) -> Option<Duration> {
     let header_seconds = |name: &str| {
@@ -790,7 +790,7 @@ fn tls_config(https: bool, ca_cert: Option<&Path>) -> Result<rustls::ClientConfi
 }
 
 /// Adds the certificates of a `--ca-cert` PEM bundle; a bundle that cannot
-/// be read or holds no certificate is a configuration error.
+/// be read or contains no certificate is a configuration error.
 fn add_ca_cert(roots: &mut rustls::RootCertStore, path: &Path) -> Result<()> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::CertificateDer;

@@ -56,7 +56,7 @@ impl fmt::Display for Secret {
     }
 }
 
-/// A snapshot of the process environment, taken once so every lookup sees
+/// A snapshot of the process environment, taken once so every lookup reads
 /// the same values.
 #[derive(Debug, Clone, Default)]
 pub struct Environment {
@@ -368,7 +368,8 @@ pub fn api_url(domain: &str) -> Result<String> {
     }
 }
 
-/// The longest folder path accepted; Infisical folder paths are short.
+/// The maximum length of a folder path, in bytes: an estimate far above real
+/// folder paths, so a longer value is a mistake in the setting.
 const MAX_PATH_BYTES: usize = 1024;
 
 /// Normalizes a folder path: a leading slash added, a trailing one removed.

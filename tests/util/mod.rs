@@ -148,14 +148,14 @@ impl Drop for TestServer {
     }
 }
 
-/// A command for the binary with a clean environment: only PATH, HOME and
+/// Returns a command for the binary with a clean environment: only PATH, HOME and
 /// LANG survive, so no inherited `INFISICAL_*` setting can point it anywhere
 /// but the test server.
 pub fn shim() -> Command {
     restore_default_signals();
     let mut command = Command::new(binary());
     command.env_clear();
-    // A test that forgets to name its server reaches a closed loopback port
+    // A test that names no server reaches a closed loopback port
     // instead of the binary's default, Infisical Cloud.
     command.env("INFISICAL_DOMAIN", "http://127.0.0.1:9");
     for name in ["PATH", "HOME", "LANG"] {
@@ -167,7 +167,7 @@ pub fn shim() -> Command {
     command
 }
 
-/// A command for the binary, set up to log in to `server` and read the
+/// Returns a command for the binary, set up to log in to `server` and read the
 /// test project.
 pub fn shim_for(server: &TestServer) -> Command {
     let mut command = shim();
@@ -236,7 +236,7 @@ pub fn assert_no_leak(output: &str) {
     assert!(!output.contains(READY_TOKEN), "output leaks the access token:\n{output}");
 }
 
-/// Polls `condition` every 5 ms until it holds or `limit` passes.
+/// Polls `condition` every 5 ms until it is true or `limit` passes.
 pub fn wait_until(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
