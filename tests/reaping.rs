@@ -21,23 +21,6 @@ fn orphans_script() -> PathBuf {
     repository().join("tests/scripts/orphans.sh")
 }
 
-/// Returns a command that runs `program` as PID 1 of a new PID namespace,
-/// with /proc remounted to show only that namespace, and with the
-/// environment `shim_for(server)` would set.
-fn in_pid_namespace(server: &TestServer, program: &std::ffi::OsStr) -> Command {
-    let template = shim_for(server);
-    let mut command = Command::new("unshare");
-    command.env_clear();
-    for (name, value) in template.get_envs() {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
-    }
-    command.stdin(Stdio::null());
-    command.args(["--pid", "--fork", "--mount-proc"]).arg(program);
-    command
-}
-
 /// The numbers `orphans.sh` printed: each orphan's parent pid, the orphans
 /// never reaped, the zombies left among the init's children, and the
 /// zombies in all of /proc.
@@ -69,7 +52,7 @@ fn parse_report(output: &Output) -> OrphanReport {
 #[test]
 fn pid1_reaps_orphaned_zombies() {
     let server = TestServer::start();
-    let output = run(in_pid_namespace(&server, binary().as_os_str())
+    let output = run(in_pid_namespace(&server, binary())
         .args(["run", "--", "sh"])
         .arg(orphans_script())
         .args([ORPHANS.to_string(), "100".to_string()]));
@@ -94,7 +77,7 @@ fn pid1_reaps_orphaned_zombies() {
 #[test]
 fn non_reaping_pid1_leaves_zombies() {
     let server = TestServer::start();
-    let output = run(in_pid_namespace(&server, "python3".as_ref())
+    let output = run(in_pid_namespace(&server, "python3")
         .args(["-c", "import subprocess, sys; sys.exit(subprocess.call(sys.argv[1:]))", "sh"])
         .arg(orphans_script())
         .args([ORPHANS.to_string(), "10".to_string()]));

@@ -79,18 +79,8 @@ impl Recorder {
     /// Starts the shim with the recorder as PID 1 of a new PID namespace,
     /// under `unshare --fork`, and waits for the "ready" line.
     fn start_as_pid1(server: &TestServer) -> Recorder {
-        let template = shim_for(server);
-        let mut command = Command::new("unshare");
-        command.env_clear();
-        for (name, value) in template.get_envs() {
-            if let Some(value) = value {
-                command.env(name, value);
-            }
-        }
-        command.stdin(Stdio::null());
+        let mut command = in_pid_namespace(server, binary());
         command
-            .args(["--pid", "--fork", "--mount-proc"])
-            .arg(binary())
             .args(["run", "--", "python3"])
             .arg(recorder_script());
         let mut recorder = Recorder::spawn(command);

@@ -254,22 +254,6 @@ fn recorder_script() -> PathBuf {
     .clone()
 }
 
-/// Returns `unshare` set up to run `program` as PID 1 of a new PID
-/// namespace with its own /proc, with the environment `shim_for(server)`
-/// sets. `--kill-child` ends the namespace if unshare is killed.
-fn in_pid_namespace(server: &TestServer, program: &Path) -> Command {
-    let template = shim_for(server);
-    let mut command = Command::new("unshare");
-    command.env_clear();
-    for (name, value) in template.get_envs() {
-        if let Some(value) = value {
-            command.env(name, value);
-        }
-    }
-    command.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(program);
-    command
-}
-
 // ---------------------------------------------------------------------------
 // The shim supervising the recorder
 

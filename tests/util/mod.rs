@@ -291,3 +291,20 @@ pub fn static_binary() -> PathBuf {
         })
         .clone()
 }
+
+/// Returns `unshare` set up to run `program` as PID 1 of a new PID namespace
+/// with its own /proc, with the environment `shim_for(server)` sets.
+/// `--kill-child` ends the namespace if unshare itself is killed.
+pub fn in_pid_namespace(server: &TestServer, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let template = shim_for(server);
+    let mut command = Command::new("unshare");
+    command.env_clear();
+    for (name, value) in template.get_envs() {
+        if let Some(value) = value {
+            command.env(name, value);
+        }
+    }
+    command.stdin(Stdio::null());
+    command.args(["--pid", "--fork", "--mount-proc", "--kill-child"]).arg(program);
+    command
+}
