@@ -533,7 +533,7 @@ fn fault_signal_kills_shim_not_pid1() {
 #[test]
 fn fault_signals_dropped_as_pid1() {
     let server = TestServer::start();
-    let mut command = in_pid_namespace(&server, &binary());
+    let mut command = in_pid_namespace(&server, binary());
     command.args(["run", "--", "python3"]).arg(recorder_script()).arg(RECORDER_EXIT_STATUS.to_string());
     let mut supervised = Supervised::start_in_namespace(command);
 
@@ -1158,7 +1158,7 @@ fn subreaper_reaps_100_orphans() {
 #[test]
 fn pid1_reaps_100_orphans() {
     let server = TestServer::start();
-    let mut command = in_pid_namespace(&server, &binary());
+    let mut command = in_pid_namespace(&server, binary());
     command.args(["run", "--", "sh"]).arg(repository().join("tests/scripts/orphans.sh"));
     command.args([ORPHANS.to_string(), "500".to_string()]).stdin(Stdio::null());
     let output = run_with_limit(&mut command, Duration::from_secs(60));
